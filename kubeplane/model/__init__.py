@@ -1,0 +1,1 @@
+"""Kubernetes objects: parsing and validation into frozen dataclasses (see objects.py)."""
