@@ -15,6 +15,9 @@ IPFamily = Literal["IPv4", "IPv6"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]
 TrafficPolicy = Literal["Cluster", "Local"]
 AddressType = Literal["IPv4", "IPv6", "FQDN"]
+IPFamilyPolicy = Literal["SingleStack", "PreferDualStack", "RequireDualStack"]
+SessionAffinity = Literal["None", "ClientIP"]
+IPMode = Literal["VIP", "Proxy"]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -23,13 +26,16 @@ DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10800
 
 @dataclass(frozen=True)
 class Source:
-    """Where an object was read from: the file and the document's index in it (0-based)."""
+    """Where an object was read from: the file, the document's index in it (0-based), and for a document of
+    `kind: List` the item's index in `items`."""
 
     file: str
     index: int
+    item: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.file}#{self.index}"
+        where = f"{self.file}#{self.index}"
+        return where if self.item is None else f"{where}.items[{self.item}]"
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ class ServicePort:
 class LoadBalancerIngress:
     ip: str | None = None
     hostname: str | None = None
-    ip_mode: Literal["VIP", "Proxy"] | None = None  # None behaves as VIP
+    ip_mode: IPMode | None = None  # None behaves as VIP
 
 
 @dataclass(frozen=True)
@@ -75,13 +81,13 @@ class Service:
     cluster_ips: tuple[str, ...] = ()  # primary first; empty for headless and ExternalName
     headless: bool = False  # clusterIP: None
     ip_families: tuple[IPFamily, ...] = ("IPv4",)
-    ip_family_policy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] | None = None
+    ip_family_policy: IPFamilyPolicy | None = None
     ports: tuple[ServicePort, ...] = ()
     external_ips: tuple[str, ...] = ()
     load_balancer_ip: str | None = None
     load_balancer_source_ranges: tuple[str, ...] = ()
     load_balancer_ingress: tuple[LoadBalancerIngress, ...] = ()
-    session_affinity: Literal["None", "ClientIP"] = "None"
+    session_affinity: SessionAffinity = "None"
     session_affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT_SECONDS
     external_traffic_policy: TrafficPolicy = "Cluster"
     internal_traffic_policy: TrafficPolicy = "Cluster"
@@ -89,6 +95,7 @@ class Service:
     publish_not_ready_addresses: bool = False
     external_name: str | None = None
     traffic_distribution: str | None = None
+    allocate_load_balancer_node_ports: bool = True  # False: LoadBalancer ports get no nodePort allocated
 
     @property
     def cluster_ip(self) -> str | None:

@@ -1,8 +1,8 @@
 """Run a program inside a named network namespace (one of /run/netns/*).
 
-nsenter (util-linux, present on every Debian/Ubuntu) switches only the network namespace, so the program keeps
-the host's filesystem view; `ip netns exec` would also remount /sys and bind /etc/netns files, which pod-facing
-commands want (see kubeplane.netns for that) but rule loaders such as iptables-restore do not need.
+nsenter (util-linux, present on every Debian/Ubuntu) switches only the network namespace, so the program
+keeps the host's filesystem view; `ip netns exec` would also remount /sys and bind /etc/netns files, which
+pod-facing commands want (see kubeplane.netns for that) but rule loaders such as iptables-restore do not need.
 """
 
 from __future__ import annotations

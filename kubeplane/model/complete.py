@@ -1,0 +1,116 @@
+"""From parsed objects to a `Cluster`: what the API server and the cluster would fill in, checked as a whole.
+
+`build_cluster` rejects duplicates (same kind and key, naming both places), takes the single configuration
+objects, completes nodes, pods and services (complete_topology.py, complete_services.py), adds the namespaces
+objects imply (default, kube-system and every namespace used), drops Endpoints mirrored for Services that
+have a selector (as the mirroring controller does), and orders everything by key so equal input gives an
+equal snapshot. All cross-object problems are raised together as `ManifestErrors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import TypeVar
+
+from kubeplane.model.complete_services import complete_services
+from kubeplane.model.complete_topology import complete_nodes, complete_pods
+from kubeplane.model.errors import ErrorPlace, ManifestError, raise_if_any
+from kubeplane.model.objects import (
+    DEFAULT_SERVICE_CIDR,
+    Cluster,
+    EndpointSlice,
+    KubeObject,
+    KubeplaneConfiguration,
+    KubeProxyConfiguration,
+    Namespace,
+    Node,
+    ObjectMeta,
+    Pod,
+    Service,
+    ServiceCIDR,
+)
+from kubeplane.model.parse_endpoints import MIRRORED_BY_LABEL, MIRRORING_CONTROLLER
+from kubeplane.model.parse_meta import DEFAULT_NAMESPACE
+
+DEFAULT_SERVICE_CIDR_NAME = "kubernetes"
+SYSTEM_NAMESPACE = "kube-system"
+_SINGLETON_KINDS = (KubeProxyConfiguration, KubeplaneConfiguration)
+
+T = TypeVar("T")
+
+
+def build_cluster(objects: Iterable[KubeObject], previous: Cluster | None = None) -> Cluster:
+    """The completed snapshot of `objects`; raises `ManifestErrors` for problems between objects.
+
+    `previous` (the last snapshot served) makes allocation sticky: a service, port or pod keeps the value it
+    had there when that value is still free, so editing manifests never renumbers what did not change.
+    """
+    errors: list[ManifestError] = []
+    unique = _without_duplicates(objects, errors)
+    proxy_config = next(_of(unique, KubeProxyConfiguration), KubeProxyConfiguration())
+    kubeplane_config = next(_of(unique, KubeplaneConfiguration), KubeplaneConfiguration())
+    service_cidrs = tuple(sorted(_of(unique, ServiceCIDR), key=lambda c: c.meta.name)) or (
+        ServiceCIDR(ObjectMeta(name=DEFAULT_SERVICE_CIDR_NAME), (DEFAULT_SERVICE_CIDR,)),
+    )
+    pods = list(_of(unique, Pod))
+    nodes = complete_nodes(list(_of(unique, Node)), pods, proxy_config, errors)
+    completed_pods = complete_pods(pods, nodes, previous, errors)
+    services = complete_services(
+        list(_of(unique, Service)), service_cidrs, kubeplane_config.dns_service_ip, previous, errors
+    )
+    slices = _explicit_slices(unique)
+    raise_if_any(errors)
+    return Cluster(
+        services=services.services,
+        endpoint_slices=slices,
+        pods=completed_pods,
+        nodes=nodes,
+        namespaces=_namespaces(unique),
+        service_cidrs=service_cidrs,
+        proxy_config=proxy_config,
+        kubeplane_config=replace(kubeplane_config, dns_service_ip=services.dns_service_ip),
+    )
+
+
+def _of(objects: Iterable[KubeObject], kind: type[T]) -> Iterator[T]:
+    return (obj for obj in objects if isinstance(obj, kind))
+
+
+def _without_duplicates(objects: Iterable[KubeObject], errors: list[ManifestError]) -> list[KubeObject]:
+    """The first of each (kind, key); every later one is an error naming where the first was defined."""
+    first_by_identity: dict[tuple[str, str], KubeObject] = {}
+    for obj in objects:
+        kind = type(obj).__name__
+        singleton = isinstance(obj, _SINGLETON_KINDS)
+        identity = (kind, "" if singleton else obj.meta.key)
+        first = first_by_identity.get(identity)
+        if first is None:
+            first_by_identity[identity] = obj
+            continue
+        what = f"only one {kind} may be given" if singleton else f"duplicate {kind}"
+        place = ErrorPlace.of(obj.meta.source, kind, obj.meta.key)
+        errors.append(ManifestError(place, "", f"{what}, also defined at {first.meta.source or '<unknown>'}"))
+    return list(first_by_identity.values())
+
+
+def _explicit_slices(objects: list[KubeObject]) -> tuple[EndpointSlice, ...]:
+    """Slices from manifests, minus those mirrored from legacy Endpoints of a Service that has a selector:
+    the mirroring controller skips those, the endpoints controller owns that Service's slices."""
+    with_selector = {s.meta.key for s in _of(objects, Service) if s.selector and s.type != "ExternalName"}
+    kept = (
+        s
+        for s in _of(objects, EndpointSlice)
+        if not (
+            s.meta.labels.get(MIRRORED_BY_LABEL) == MIRRORING_CONTROLLER
+            and f"{s.meta.namespace}/{s.service_name}" in with_selector
+        )
+    )
+    return tuple(sorted(kept, key=lambda s: s.meta.key))
+
+
+def _namespaces(objects: Iterable[KubeObject]) -> tuple[Namespace, ...]:
+    given = {obj.meta.name: obj for obj in _of(objects, Namespace)}
+    used = {obj.meta.namespace for obj in objects if obj.meta.namespace}
+    names = sorted(used | set(given) | {DEFAULT_NAMESPACE, SYSTEM_NAMESPACE})
+    return tuple(given.get(name) or Namespace(ObjectMeta(name=name)) for name in names)

@@ -1,0 +1,1 @@
+"""The lab: Nodes and Pods as network namespaces, real links and routes, real workloads."""

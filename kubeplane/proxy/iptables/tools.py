@@ -1,0 +1,90 @@
+"""Which iptables binaries to run (nft or legacy backend, v4 or v6), and running them in a namespace.
+
+Default backend: nft (`iptables-nft-restore`). It is Debian's default alternative, so `iptables-save` in a
+node namespace shows what we loaded without extra flags, and the live trace helper relies on it: nftables'
+`meta nftrace` and `xtables-monitor --trace` only see rules loaded through the nft backend. The legacy
+backend stays selectable for comparison (and for kernels without nf_tables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from kubeplane.model.objects import IPFamily
+from kubeplane.netns.run import CommandFailed, netns_argv, run_in_netns, run_in_netns_async
+
+
+class IptablesBackend(StrEnum):
+    NFT = "nft"
+    LEGACY = "legacy"
+
+
+DEFAULT_BACKEND = IptablesBackend.NFT
+
+
+@dataclass(frozen=True)
+class IptablesTools:
+    """The iptables programs of one backend and family, run inside `netns` (None: the current namespace)."""
+
+    netns: str | None
+    family: IPFamily = "IPv4"
+    backend: IptablesBackend = DEFAULT_BACKEND
+
+    def program(self, suffix: str = "") -> str:
+        """`iptables-nft`, `ip6tables-legacy-restore`, ...: Debian installs all of them in /usr/sbin."""
+        base = "ip6tables" if self.family == "IPv6" else "iptables"
+        return f"{base}-{self.backend.value}{suffix}"
+
+    def restore_argv(self) -> list[str]:
+        # --noflush: only the chains the input declares are flushed; -w: wait for the xtables lock.
+        return [self.program("-restore"), "-w", "--noflush"]
+
+    def save_argv(self, table: str) -> list[str]:
+        return [self.program("-save"), "-t", table]
+
+    def chain_exists_argv(self, table: str, chain: str) -> list[str]:
+        return [self.program(), "-w", "-t", table, "-S", chain]
+
+    def restore(self, text: str) -> None:
+        run_in_netns(self.netns, self.restore_argv(), stdin=text)
+
+    async def restore_async(self, text: str) -> None:
+        await run_in_netns_async(self.netns, self.restore_argv(), stdin=text)
+
+    async def restore_stream_async(self, chunks: Iterable[str]) -> None:
+        """Feed `chunks` to one iptables-restore as they are produced (see kubeplane.proxy.iptables.stream);
+        raises CommandFailed if it exits non-zero."""
+        argv = self.restore_argv()
+        proc = await asyncio.create_subprocess_exec(
+            *netns_argv(self.netns, argv),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdin is not None and proc.stderr is not None
+        stderr_task = asyncio.ensure_future(proc.stderr.read())
+        try:
+            for chunk in chunks:
+                proc.stdin.write(chunk.encode())
+                await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # restore gave up early; its exit status and stderr say why
+        finally:
+            proc.stdin.close()
+        returncode = await proc.wait()
+        stderr = (await stderr_task).decode(errors="replace")
+        if returncode != 0:
+            raise CommandFailed(argv, self.netns, returncode, stderr)
+
+    async def save_async(self, table: str) -> str:
+        return await run_in_netns_async(self.netns, self.save_argv(table))
+
+    async def chain_exists_async(self, table: str, chain: str) -> bool:
+        try:
+            await run_in_netns_async(self.netns, self.chain_exists_argv(table, chain))
+        except CommandFailed:
+            return False
+        return True

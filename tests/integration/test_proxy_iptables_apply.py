@@ -1,0 +1,121 @@
+"""IptablesProxier against a real kernel: what full and partial syncs leave in a throwaway namespace.
+
+These check the kernel's tables (read back with iptables-save), not packets; packet behaviour is in
+test_proxy_iptables_traffic.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "unit"))
+from proxy_builders import make_cluster, make_endpoint, make_service, make_slice  # noqa: E402
+
+from kubeplane.model.objects import Cluster  # noqa: E402
+from kubeplane.netns.nsfs import create_netns, remove_netns  # noqa: E402
+from kubeplane.netns.run import run_in_netns  # noqa: E402
+from kubeplane.proxy.iptables.chains import endpoint_chain, service_chain  # noqa: E402
+from kubeplane.proxy.iptables.proxier import IptablesProxier  # noqa: E402
+from kubeplane.proxy.iptables.tools import IptablesBackend  # noqa: E402
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"kpt-proxy-{os.getpid()}"
+    create_netns([name])
+    try:
+        run_in_netns(name, ["ip", "link", "set", "lo", "up"])
+        yield name
+    finally:
+        remove_netns(name)
+
+
+def _cluster(endpoints: dict[str, tuple[str, ...]]) -> Cluster:
+    services = tuple(make_service(name, f"10.96.0.{10 + i}") for i, name in enumerate(sorted(endpoints)))
+    slices = tuple(
+        make_slice(name, tuple(make_endpoint(ip, "node-a") for ip in ips)) for name, ips in endpoints.items()
+    )
+    return make_cluster(services, slices)
+
+
+def _nat_chains(netns: str, backend: IptablesBackend) -> set[str]:
+    saved = run_in_netns(netns, [f"iptables-{backend.value}-save", "-t", "nat"])
+    return {line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")}
+
+
+@pytest.mark.parametrize("backend", list(IptablesBackend))
+def test_full_then_partial_sync_rewrites_changed_chains_and_deletes_stale(
+    netns: str, backend: IptablesBackend
+) -> None:
+    proxier = IptablesProxier(netns, "node-a", backend=backend)
+    first = proxier.sync(_cluster({"a": ("10.244.1.1",), "b": ("10.244.1.2",)}))
+    assert first.ok and first.full
+    old_sep = endpoint_chain("ns1/b:p80", "tcp", "10.244.1.2:80")
+    assert {service_chain("ns1/a:p80", "tcp"), old_sep} <= _nat_chains(netns, backend)
+
+    second = proxier.sync(_cluster({"a": ("10.244.1.1",), "b": ("10.244.1.3",)}))
+    chains = _nat_chains(netns, backend)
+    assert second.ok and not second.full
+    assert (second.changed_service_ports, second.deleted_chains) == (1, 1)
+    assert old_sep not in chains
+    assert endpoint_chain("ns1/b:p80", "tcp", "10.244.1.3:80") in chains
+    assert service_chain("ns1/a:p80", "tcp") in chains
+
+    saved = run_in_netns(netns, [f"iptables-{backend.value}-save"])
+    assert (
+        saved.count('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES') == 1
+    )
+
+
+def test_missing_canary_forces_a_full_sync_that_restores_jumps(netns: str) -> None:
+    proxier = IptablesProxier(netns, "node-a")
+    cluster = _cluster({"a": ("10.244.1.1",)})
+    assert proxier.sync(cluster).full
+    run_in_netns(netns, ["iptables-nft", "-t", "mangle", "-X", "KUBE-PROXY-CANARY"])
+    run_in_netns(netns, ["iptables-nft", "-t", "nat", "-F", "PREROUTING"])
+    result = proxier.sync(cluster)
+    assert result.ok and result.full
+    saved = run_in_netns(netns, ["iptables-nft-save", "-t", "nat"])
+    assert '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in saved
+
+
+def test_failed_restore_is_reported_and_next_sync_is_full(netns: str) -> None:
+    proxier = IptablesProxier(netns, "node-a")
+    cluster = _cluster({"a": ("10.244.1.1",)})
+    assert proxier.sync(cluster).ok
+    run_in_netns(
+        netns, ["iptables-nft", "-t", "nat", "-I", "OUTPUT", "-j", service_chain("ns1/a:p80", "tcp")]
+    )
+    removed = proxier.sync(_cluster({"b": ("10.244.1.2",)}))  # deleting a referenced chain must fail
+    assert not removed.ok and removed.error
+    run_in_netns(
+        netns, ["iptables-nft", "-t", "nat", "-D", "OUTPUT", "-j", service_chain("ns1/a:p80", "tcp")]
+    )
+    retried = proxier.sync(_cluster({"b": ("10.244.1.2",)}))
+    assert retried.ok and retried.full
+    assert service_chain("ns1/a:p80", "tcp") not in _nat_chains(netns, IptablesBackend.NFT)
+
+
+def test_periodic_full_sync(netns: str) -> None:
+    now = [0.0]
+    proxier = IptablesProxier(netns, "node-a", full_sync_period=60.0, clock=lambda: now[0])
+    cluster = _cluster({"a": ("10.244.1.1",)})
+    assert proxier.sync(cluster).full
+    now[0] = 30.0
+    assert not proxier.sync(cluster).full
+    now[0] = 91.0
+    assert proxier.sync(cluster).full
+
+
+def test_last_rules_shows_the_applied_ruleset(netns: str) -> None:
+    proxier = IptablesProxier(netns, "node-a")
+    assert proxier.last_rules() == ""
+    proxier.sync(_cluster({"a": ("10.244.1.1",)}))
+    assert '-A KUBE-SERVICES -m comment --comment "ns1/a:p80 cluster IP"' in proxier.last_rules()
