@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Tools the lab and the proxies drive inside network namespaces, plus what the tests use as real clients.
 SYSTEM_PACKAGES := iproute2 iptables nftables conntrack ipset ipvsadm dnsutils curl util-linux procps \
-	python3-venv user-mode-linux
+	python3-venv user-mode-linux kmod
 BENCH_PACKAGES := dnsperf unbound
 
 .PHONY: demo test unit integration ipvs lint bench system-deps clean

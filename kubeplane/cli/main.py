@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from kubeplane.cli import daemon, dns, lab, manifests, rules, trace
+
 app = typer.Typer(
     name="kubeplane",
     help="The Kubernetes service data plane (kube-proxy and cluster DNS), emulated in network namespaces.",
@@ -11,4 +13,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Each command module registers its commands here (one line each).
+for command_module in (manifests, lab, rules, dns, trace, daemon):
+    command_module.register(app)
