@@ -1,4 +1,4 @@
-"""`make demo`: the shop example live, and a pod curling a Service by name (DNS, DNAT and masquerade included).
+"""`make demo`: the shop example live, a pod curling a Service by name (DNS, DNAT, masquerade included).
 
 Run as root from the repository root:  .venv/bin/python examples/demo.py
 
@@ -31,7 +31,8 @@ async def show_shop() -> None:
     async with Daemon(DaemonOptions(paths=(SHOP,), lab=LAB)) as daemon:
         await daemon.wait_programmed(daemon.store.version, timeout=60)
         cluster = daemon.store.cluster
-        print(f"lab {LAB}: {len(cluster.nodes)} nodes, {len(cluster.pods)} pods, {len(cluster.services)} services")
+        counts = f"{len(cluster.nodes)} nodes, {len(cluster.pods)} pods, {len(cluster.services)} services"
+        print(f"lab {LAB}: {counts}")
         frontend = pod_netns(LAB, "shop", "frontend-1")
         address = await asyncio.to_thread(resolve, frontend, "backend")
         print(f"\nshop/frontend-1 resolves `backend` through the cluster DNS: {address}")
@@ -42,7 +43,8 @@ async def show_shop() -> None:
         echo = await asyncio.to_thread(http_get, pod_netns(LAB, "shop", "backend-2"), "http://frontend/")
         print(f"  shop/backend-2 GET http://frontend/: served by {echo['pod']}, client seen {echo['client']}")
         source = next(p for p in cluster.pods if p.meta.key == "shop/frontend-1")
-        explained = explain_in_cluster(cluster, source.node_name, Packet(source.pod_ip or "", 40000, address, 80))
+        packet = Packet(source.pod_ip or "", 40000, address, 80)
+        explained = explain_in_cluster(cluster, source.node_name, packet)
         print(f"\nWhat {source.node_name}'s rules do with that connection (kubeplane trace):")
         print(render_text(explained, "minimal"))
 
