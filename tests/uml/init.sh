@@ -26,6 +26,11 @@ mount -t tmpfs -o mode=1777 tmpfs /tmp
 mkdir -p /dev/shm /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t devpts devpts /dev/pts
+# A command directory under a path the guest just covered with tmpfs (a checkout in /tmp, say) is mounted
+# back, read-only like the rest of the host.
+case "$KP_UML_CWD" in
+    /tmp/*|/run/*|/dev/shm/*) mkdir -p "$KP_UML_CWD" && mount -r -t hostfs -o "$KP_UML_CWD" hostfs "$KP_UML_CWD" ;;
+esac
 
 # Debian ships the UML kernel's modules under /usr/lib/uml/modules, not /lib/modules: point modprobe there,
 # for the explicit loads below and for the kernel's own on-demand loads (iptables matches, ipset types).

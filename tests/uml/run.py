@@ -141,7 +141,7 @@ def reap_orphans(limit_seconds: float = 5.0) -> None:
             time.sleep(0.05)
 
 
-def boot_guest(kernel: UmlKernel, exchange_dir: Path, mem: str, timeout: float) -> GuestRun:
+def boot_guest(kernel: UmlKernel, exchange_dir: Path, cwd: str, mem: str, timeout: float) -> GuestRun:
     """Boot the guest, stream the command's output to our stdout, and stop the guest by pid at `timeout`."""
     mem_dir = memory_dir(exchange_dir)
     adopt_orphans()
@@ -161,6 +161,7 @@ def boot_guest(kernel: UmlKernel, exchange_dir: Path, mem: str, timeout: float) 
         "quiet",
         "loglevel=3",
         f"KP_UML_DIR={exchange_dir}",
+        f"KP_UML_CWD={cwd}",
     ]
     started = time.monotonic()
     boot_seconds = 0.0
@@ -233,7 +234,7 @@ def run(argv: list[str], cwd: str, mem: str, timeout: float, modules: tuple[str,
     try:
         (exchange_dir / "command").write_text(guest_command_script(argv, cwd))
         (exchange_dir / "modules").write_text(" ".join(modules) + "\n")
-        result = boot_guest(kernel, exchange_dir, mem, timeout)
+        result = boot_guest(kernel, exchange_dir, cwd, mem, timeout)
     finally:
         shutil.rmtree(exchange_dir, ignore_errors=True)
     summary = (
