@@ -21,6 +21,7 @@ import socket
 from dataclasses import dataclass
 
 from pyroute2 import Conntrack
+from pyroute2.netlink.exceptions import NetlinkError
 
 from kubeplane.model.objects import IPFamily
 from kubeplane.netns.nsfs import in_netns
@@ -108,7 +109,7 @@ def _clear_here(targets: ConntrackTargets) -> int:
             try:
                 ct.entry("del", tuple_orig=orig)
                 deleted += 1
-            except OSError as err:  # the flow may have expired between dump and delete
+            except (OSError, NetlinkError) as err:  # the flow may have expired between dump and delete
                 log.debug("conntrack delete skipped error=%s", err)
     finally:
         ct.close()
