@@ -31,6 +31,7 @@ demo: system-deps $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check kubeplane tests bench examples
+	$(VENV)/bin/ruff format --check kubeplane tests bench examples
 	$(VENV)/bin/mypy
 
 unit: $(VENV)/.installed

@@ -2,22 +2,23 @@
 
 Run: `.venv/bin/python bench/bench_dns.py [--seconds 10] [--rounds 2]` (needs Debian's `dnsperf`, `unbound`).
 
-unbound (one thread) and kubeplane's server (one process, on asyncio's loop and on uvloop) all run on
+unbound (one thread) and kubeplane's server (one process: UDP answered by its fast-path thread) run on
 loopback at once, each in its own process, and dnsperf drives one at a time with the same query file for
-the same time, in interleaved rounds; the table shows medians. The query mix is what pods send: A and AAAA
-lookups of services, the NXDOMAIN expansions glibc's search path (ndots:5) produces before the right name,
-SRV lookups of named ports and PTR lookups of service and pod IPs. unbound serves the same records as
-`local-data` in static local zones. QPS comes from saturation runs (100 queries outstanding); latency
-percentiles from dnsperf's own per-query latencies (`-v`) in runs limited to half of unbound's QPS, so that
-latency is measured under load rather than at saturation, where it only measures the queue length.
+the same time, in interleaved rounds; the table shows medians, and the load average the machine had. The
+query mix is what pods send: A and AAAA lookups of services, the NXDOMAIN expansions glibc's search path
+(ndots:5) produces before the right name, SRV lookups of named ports and PTR lookups of service and pod IPs.
+unbound serves the same records as `local-data` in static local zones. QPS comes from saturation runs (100
+queries outstanding); latency percentiles from dnsperf's own per-query latencies (`-v`) in runs limited to
+half of unbound's QPS, so that latency is measured under load rather than at saturation, where it only
+measures the queue length.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import ipaddress
+import os
 import random
 import re
 import shutil
@@ -292,7 +293,7 @@ def measure_interleaved(
     return results, rate
 
 
-def serve_synthetic(port: int, loop: str) -> None:
+def serve_synthetic(port: int) -> None:
     """Child-process mode: serve the synthetic cluster on 127.0.0.1:`port` until terminated."""
     from kubeplane.dns.server import DnsServer
 
@@ -301,12 +302,7 @@ def serve_synthetic(port: int, loop: str) -> None:
         await server.start("127.0.0.1", port)
         await asyncio.Event().wait()
 
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+    asyncio.run(main())
 
 
 def main() -> None:
@@ -314,10 +310,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each dnsperf run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved runs per server")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        serve_synthetic(args.serve, args.loop)
+        serve_synthetic(args.serve)
         return
     for tool in ("dnsperf", "unbound", "dig"):
         if shutil.which(tool) is None:
@@ -332,16 +327,19 @@ def main() -> None:
         check = subprocess.run(["unbound-checkconf", str(config)], capture_output=True, text=True)
         if check.returncode != 0:
             sys.exit(f"bench_dns: unbound config rejected: {check.stdout}{check.stderr}")
-        servers = [ServerUnderTest("unbound 1 thread", ("unbound", "-d", "-c", str(config)), port)]
-        for loop in ("asyncio", "uvloop") if importlib.util.find_spec("uvloop") else ("asyncio",):
-            loop_port = free_port()
-            argv = (sys.executable, __file__, "--serve", str(loop_port), "--loop", loop)
-            servers.append(ServerUnderTest(f"kubeplane {loop}", argv, loop_port))
+        ours = free_port()
+        servers = [
+            ServerUnderTest("unbound 1 thread", ("unbound", "-d", "-c", str(config)), port),
+            ServerUnderTest("kubeplane", (sys.executable, __file__, "--serve", str(ours)), ours),
+        ]
+        load_before = os.getloadavg()[0]
         with running(servers, workdir):
             results, rate = measure_interleaved(servers, queries, args.seconds, args.rounds)
+        load_after = os.getloadavg()[0]
     print(
         f"\nquery mix: {QUERY_LINES} lines, {len(zone.records)} names; {args.seconds:.0f} s per run; "
-        f"medians of {args.rounds} interleaved rounds; latency at {rate:.0f} QPS (half of unbound's max)"
+        f"medians of {args.rounds} interleaved rounds; latency at {rate:.0f} QPS (half of unbound's max); "
+        f"1-min load average {load_before:.1f} before, {load_after:.1f} after on {os.cpu_count()} CPUs"
     )
     print(f"{'server':<20} {'QPS':>9} {'vs unbound':>10} {'lost %':>7} {'p50 ms':>7} {'p99 ms':>7}")
     unbound = results[servers[0].name]

@@ -1,140 +1,141 @@
 """Benchmark: iptables full and partial sync of N services x 10 endpoints, ours against bare iptables-restore.
 
-Each size runs in its own subprocess (so "peak RSS" is that size's own peak) against a throwaway namespace
-`kpb-<pid>-<n>` that is removed afterwards. For each size it measures, in the same run:
+Each run of each size is its own subprocess (so "peak RSS" is that run's own peak and every first sync
+starts with cold chain-name caches) against throwaway namespaces `kpb-<pid>-ours` / `-bare`, removed
+afterwards. The cluster is bench/synthetic.py's, 4 nodes with endpoints on all of them, proxied on node-0.
+For each run it measures, in the same process:
 
-- plan: plan_node over the Cluster; render: render_iptables (for reference: a full sync streams the same
-  rules into iptables-restore while rendering, kubeplane.proxy.iptables.stream); ours: IptablesProxier.sync
-  end to end (plan + render + iptables-save + iptables-restore + conntrack check), first sync on an empty
-  namespace;
-- bare: `iptables-restore --noflush` of exactly the text our sync streamed, into a second empty namespace;
-- partial (one endpoint of one service changed): our sync against a bare restore of the same partial text.
+- ours: IptablesProxier.sync end to end (plan + render + iptables-save + streamed iptables-restore +
+  canary + conntrack check), the first sync into an empty namespace; `py cpu s` is the CPU time our
+  process spent in it (iptables-restore excluded), i.e. the Python work whatever the machine's load;
+  `plan s` and `render s` time the pure parts alone (render: producing the streamed restore input once,
+  cold caches, for reference);
+- bare: `iptables-restore -w --noflush < file` (via nsenter, as ours) of exactly the text our sync wrote,
+  read from a file, into a second empty namespace;
+- partial (one endpoint of one service moved): our sync against a bare restore of the same partial text.
 
-Run as root: `.venv/bin/python bench/bench_iptables.py [--sizes 1000 5000 10000] [--backend nft|legacy]`.
+Ours and bare alternate which goes first from one repeat to the next. Overhead = ours / bare - 1; with
+`--repeat` > 1 the summary gives each size's median.
+
+Run as root: `.venv/bin/python bench/bench_iptables.py [--sizes 1000 5000 10000] [--backend nft|legacy]
+[--repeat 3]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kubeplane.model.objects import (  # noqa: E402
-    SERVICE_NAME_LABEL,
-    Cluster,
-    Endpoint,
-    EndpointPort,
-    EndpointSlice,
-    KubeProxyConfiguration,
-    Node,
-    NodeAddress,
-    ObjectMeta,
-    Service,
-    ServicePort,
-)
+from synthetic import SyntheticLayout, node_name, synthetic_cluster, with_one_endpoint_moved  # noqa: E402
+
 from kubeplane.netns.nsfs import create_netns, remove_netns  # noqa: E402
-from kubeplane.proxy.iptables.proxier import IptablesProxier  # noqa: E402
-from kubeplane.proxy.iptables.render import changed_service_ports, jump_rules, render_iptables  # noqa: E402
+from kubeplane.netns.run import netns_argv  # noqa: E402
+from kubeplane.proxy.iptables import chains  # noqa: E402
+from kubeplane.proxy.iptables.proxier import CANARY_TEXT, IptablesProxier  # noqa: E402
+from kubeplane.proxy.iptables.render import jump_rules  # noqa: E402
 from kubeplane.proxy.iptables.stream import FullRestoreStream  # noqa: E402
 from kubeplane.proxy.iptables.tools import IptablesBackend, IptablesTools  # noqa: E402
 from kubeplane.proxy.plan import plan_node  # noqa: E402
 
-ENDPOINTS_PER_SERVICE = 10
 NODES = 4
+PROXIED_NODE = node_name(0)
 
 
-def build_cluster(services: int, endpoint_shift: int = 0) -> Cluster:
-    """`services` ClusterIP services (from 10.96.0.0/12 upwards), 10 endpoints each over 4 nodes;
-    `endpoint_shift` moves the last endpoint of service 0 to a new address (the "one endpoint change")."""
-    nodes = tuple(
-        Node(
-            ObjectMeta(name=f"node-{i}"),
-            pod_cidrs=(f"10.{100 + i}.0.0/16",),
-            addresses=(NodeAddress("InternalIP", f"198.51.100.{i + 2}"),),
-        )
-        for i in range(NODES)
-    )
-    svcs = []
-    slices = []
-    for s in range(services):
-        name = f"svc-{s}"
-        svcs.append(
-            Service(
-                ObjectMeta(name=name, namespace="bench"),
-                selector={"app": name},
-                cluster_ips=(f"10.{96 + s // 65536}.{s // 256 % 256}.{s % 256}",),
-                ports=(ServicePort(port=80, name="http", target_port=8080),),
-            )
-        )
-        endpoints = []
-        for e in range(ENDPOINTS_PER_SERVICE):
-            n = (s * ENDPOINTS_PER_SERVICE + e) % NODES
-            host = s * ENDPOINTS_PER_SERVICE + e + (endpoint_shift if s == 0 and e == 9 else 0)
-            address = f"10.{100 + n}.{host // 256 % 256}.{host % 256}"
-            endpoints.append(Endpoint((address,), node_name=f"node-{n}"))
-        slices.append(
-            EndpointSlice(
-                ObjectMeta(name=f"{name}-1", namespace="bench", labels={SERVICE_NAME_LABEL: name}),
-                endpoints=tuple(endpoints),
-                ports=(EndpointPort(port=8080, name="http"),),
-            )
-        )
-    return Cluster(
-        services=tuple(svcs),
-        endpoint_slices=tuple(slices),
-        nodes=nodes,
-        proxy_config=KubeProxyConfiguration(cluster_cidr="10.100.0.0/14"),
-    )
+class RecordingTools:
+    """Keeps what the proxier writes to iptables-restore, so the bare run loads exactly the same text.
+    Appending each chunk to a list is all it adds to our timing."""
+
+    written: list[str] = []
+
+    @classmethod
+    def install(cls) -> None:
+        stream_restore = IptablesTools.restore_stream_async
+        restore = IptablesTools.restore_async
+
+        async def recording_stream(self: IptablesTools, chunks: Iterable[str]) -> None:
+            kept: list[str] = []
+            cls.written.append("")
+
+            def tee() -> Iterable[str]:
+                for chunk in chunks:
+                    kept.append(chunk)
+                    yield chunk
+
+            await stream_restore(self, tee())
+            cls.written[-1] = "".join(kept)
+
+        async def recording_restore(self: IptablesTools, text: str) -> None:
+            cls.written.append(text)
+            await restore(self, text)
+
+        IptablesTools.restore_stream_async = recording_stream  # type: ignore[method-assign]
+        IptablesTools.restore_async = recording_restore  # type: ignore[method-assign]
 
 
-def timed_restore(tools: IptablesTools, text: str) -> float:
+def bare_restore_seconds(netns: str, backend: IptablesBackend, text: str) -> float:
+    """`iptables-restore -w --noflush < file` in `netns`, timed from spawn to exit."""
+    argv = netns_argv(netns, IptablesTools(netns, backend=backend).restore_argv())
+    with tempfile.TemporaryFile("w+") as rules:
+        rules.write(text)
+        rules.flush()
+        rules.seek(0)
+        started = time.perf_counter()
+        subprocess.run(argv, stdin=rules, check=True, capture_output=True)
+        return time.perf_counter() - started
+
+
+def cold_stream_text(services: int) -> tuple[str, float, float]:
+    """The full sync's restore input as our first sync into an empty namespace writes it, with the pure
+    plan and render times (chain-name caches cleared before and after, so ours starts cold too)."""
+    cluster = synthetic_cluster(SyntheticLayout(services, nodes=NODES))
+    chains.port_proto_hash.cache_clear()
+    chains.endpoint_chains.cache_clear()
     started = time.perf_counter()
-    tools.restore(text)
-    return time.perf_counter() - started
+    plan = plan_node(cluster, PROXIED_NODE)
+    plan_s = time.perf_counter() - started
+    started = time.perf_counter()
+    text = "".join(FullRestoreStream(plan, "IPv4", frozenset(), jump_rules("IPv4")).chunks()) + CANARY_TEXT
+    render_s = time.perf_counter() - started
+    chains.port_proto_hash.cache_clear()
+    chains.endpoint_chains.cache_clear()
+    return text, plan_s, render_s
 
 
-def measure(services: int, backend: IptablesBackend) -> dict[str, float]:
-    """One size, in this process; returns seconds and peak RSS (MiB)."""
-    cluster = build_cluster(services)
-    changed_cluster = build_cluster(services, endpoint_shift=50000)
+def measure(services: int, backend: IptablesBackend, bare_first: bool) -> dict[str, float]:
+    """One run of one size, in this process; returns seconds and peak RSS (MiB)."""
+    RecordingTools.install()
+    full_text, plan_s, render_s = cold_stream_text(services)
+    cluster = synthetic_cluster(SyntheticLayout(services, nodes=NODES))
+    changed_cluster = with_one_endpoint_moved(cluster)
     ours_ns, bare_ns = f"kpb-{os.getpid()}-ours", f"kpb-{os.getpid()}-bare"
     create_netns([ours_ns, bare_ns])
     try:
-        gc.disable()  # as IptablesProxier.sync does while planning and rendering
-        started = time.perf_counter()
-        plan = plan_node(cluster, "node-0")
-        plan_s = time.perf_counter() - started
-        started = time.perf_counter()
-        rendered = render_iptables(plan)
-        render_s = time.perf_counter() - started
-        stream = FullRestoreStream(plan, "IPv4", frozenset(), jump_rules("IPv4"))
-        full_text = "".join(stream.chunks())
-        gc.enable()
-
-        proxier = IptablesProxier(ours_ns, "node-0", backend=backend)
+        if bare_first:
+            bare_full_s = bare_restore_seconds(bare_ns, backend, full_text)
+        proxier = IptablesProxier(ours_ns, PROXIED_NODE, backend=backend)
+        cpu_before = _own_cpu_seconds()
         full = proxier.sync(cluster)
+        python_cpu_s = _own_cpu_seconds() - cpu_before
         assert full.ok and full.full, full.error
-        bare_full_s = timed_restore(IptablesTools(bare_ns, backend=backend), full_text)
+        if not bare_first:
+            bare_full_s = bare_restore_seconds(bare_ns, backend, full_text)
+        assert RecordingTools.written == [full_text], "our sync wrote other rules than the bare run loads"
 
         partial = proxier.sync(changed_cluster)
         assert partial.ok and not partial.full, partial.error
-        new_plan = plan_node(changed_cluster, "node-0")
-        changed = changed_service_ports(plan.service_ports, new_plan.service_ports)
-        new_rendered = render_iptables(new_plan, changed=changed)
-        stale = rendered.active_nat_chains - new_rendered.active_nat_chains
-        partial_text = new_rendered.with_stale_chains(stale)
-        bare_partial_s = timed_restore(
-            IptablesTools(bare_ns, backend=backend),
-            partial_text.restore_text("filter") + partial_text.restore_text("nat"),
-        )
+        assert len(RecordingTools.written) == 2, "the partial sync wrote nothing"
+        bare_partial_s = bare_restore_seconds(bare_ns, backend, RecordingTools.written[-1])
     finally:
         remove_netns(ours_ns)
         remove_netns(bare_ns)
@@ -143,41 +144,62 @@ def measure(services: int, backend: IptablesBackend) -> dict[str, float]:
         "plan_s": plan_s,
         "render_s": render_s,
         "ours_full_s": full.seconds,
+        "python_cpu_s": python_cpu_s,
         "bare_full_s": bare_full_s,
         "ours_partial_s": partial.seconds,
         "bare_partial_s": bare_partial_s,
-        "nat_lines": full_text.count("\n"),
+        "lines": full_text.count("\n"),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _own_cpu_seconds() -> float:
+    """CPU time of this process alone (not iptables-restore): the Python work a full sync adds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def overhead(row: dict[str, float]) -> float:
+    return (row["ours_full_s"] / row["bare_full_s"] - 1) * 100
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--backend", choices=[b.value for b in IptablesBackend], default="nft")
+    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-first", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     backend = IptablesBackend(args.backend)
     if args.one is not None:
-        print(json.dumps(measure(args.one, backend)))
+        print(json.dumps(measure(args.one, backend, args.bare_first)))
         return
-    rows = []
-    for size in args.sizes:
-        argv = [sys.executable, __file__, "--one", str(size), "--backend", backend.value]
-        rows.append(json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout))
-    header = (
-        f"{'services':>8} {'lines':>8} {'plan s':>7} {'render s':>8} {'ours full s':>11} {'bare full s':>11} "
-        f"{'overhead':>8} {'ours part s':>11} {'bare part s':>11} {'peak MiB':>8}"
+    load = os.getloadavg()[0]
+    print(f"iptables backend: {backend.value}; 10 endpoints per service; load average {load:.1f}")
+    print(
+        f"{'services':>8} {'lines':>8} {'plan s':>7} {'render s':>8} {'ours full s':>11} {'py cpu s':>8} "
+        f"{'bare full s':>11} {'overhead':>8} {'ours part s':>11} {'bare part s':>11} {'peak MiB':>8}",
+        flush=True,
     )
-    print(f"iptables backend: {backend.value}; {ENDPOINTS_PER_SERVICE} endpoints per service")
-    print(header)
-    for r in rows:
-        overhead = (r["ours_full_s"] - r["bare_full_s"]) / r["bare_full_s"] * 100
-        print(
-            f"{r['services']:>8} {r['nat_lines']:>8} {r['plan_s']:>7.3f} {r['render_s']:>8.3f} "
-            f"{r['ours_full_s']:>11.3f} {r['bare_full_s']:>11.3f} {overhead:>7.0f}% "
-            f"{r['ours_partial_s']:>11.3f} {r['bare_partial_s']:>11.3f} {r['peak_rss_mib']:>8.0f}"
-        )
+    by_size: dict[int, list[float]] = {}
+    for size in args.sizes:
+        for run in range(args.repeat):
+            argv = [sys.executable, __file__, "--one", str(size), "--backend", backend.value]
+            argv += ["--bare-first"] if run % 2 else []
+            out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+            r = json.loads(out)
+            by_size.setdefault(size, []).append(overhead(r))
+            print(
+                f"{r['services']:>8} {r['lines']:>8} {r['plan_s']:>7.3f} {r['render_s']:>8.3f} "
+                f"{r['ours_full_s']:>11.3f} {r['python_cpu_s']:>8.3f} {r['bare_full_s']:>11.3f} "
+                f"{overhead(r):>7.0f}% "
+                f"{r['ours_partial_s']:>11.3f} {r['bare_partial_s']:>11.3f} {r['peak_rss_mib']:>8.0f}",
+                flush=True,
+            )
+    if args.repeat > 1:
+        medians = ", ".join(f"{size}: {statistics.median(v):.0f}%" for size, v in by_size.items())
+        print(f"median overhead over {args.repeat} runs: {medians}; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

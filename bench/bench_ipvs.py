@@ -13,84 +13,39 @@ round trip), but both columns pay that alike.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kubeplane.model.objects import (  # noqa: E402
-    SERVICE_NAME_LABEL,
-    Cluster,
-    Endpoint,
-    EndpointPort,
-    EndpointSlice,
-    KubeProxyConfiguration,
-    Node,
-    NodeAddress,
-    ObjectMeta,
-    Service,
-    ServicePort,
+from synthetic import (  # noqa: E402
+    SyntheticLayout,
+    node_ip,
+    node_name,
+    synthetic_cluster,
+    with_one_endpoint_moved,
 )
+
+from kubeplane.model.objects import Cluster  # noqa: E402
 from kubeplane.proxy.ipvs.desired import desired_ipvs_state  # noqa: E402
 from kubeplane.proxy.ipvs.proxier import IpvsProxier  # noqa: E402
 from kubeplane.proxy.plan import plan_node  # noqa: E402
 
 ENDPOINTS_PER_SERVICE = 10
-NODE_IP = "198.51.100.2"
-SERVICE_BASE = ipaddress.ip_address("10.96.0.10")
-ENDPOINT_BASE = ipaddress.ip_address("10.244.0.2")
+# The proxied node hosts no endpoint: every real server is on the other node, as for most services of a
+# large cluster.
+PROXIED_NODE = node_name(0)
+NODE_IP = node_ip(0)
 
 
 def build_cluster(services: int) -> Cluster:
-    """`services` ClusterIP services on port 80, each with ENDPOINTS_PER_SERVICE ready endpoints on 8080."""
-    svc_objects = []
-    slices = []
-    for i in range(services):
-        name = f"svc-{i}"
-        svc_objects.append(
-            Service(
-                meta=ObjectMeta(name=name, namespace="bench"),
-                selector={"app": name},
-                cluster_ips=(str(SERVICE_BASE + i),),
-                ports=(ServicePort(port=80, name="http", target_port=8080),),
-            )
-        )
-        endpoints = tuple(
-            Endpoint(addresses=(str(ENDPOINT_BASE + i * ENDPOINTS_PER_SERVICE + j),), node_name="node-b")
-            for j in range(ENDPOINTS_PER_SERVICE)
-        )
-        slices.append(
-            EndpointSlice(
-                meta=ObjectMeta(name=f"{name}-a", namespace="bench", labels={SERVICE_NAME_LABEL: name}),
-                endpoints=endpoints,
-                ports=(EndpointPort(port=8080, name="http"),),
-            )
-        )
-    node = Node(
-        meta=ObjectMeta(name="node-a"),
-        pod_cidrs=("10.244.1.0/24",),
-        addresses=(NodeAddress("InternalIP", NODE_IP),),
-    )
-    return Cluster(
-        services=tuple(svc_objects),
-        endpoint_slices=tuple(slices),
-        nodes=(node,),
-        proxy_config=KubeProxyConfiguration(mode="ipvs", cluster_cidr="10.244.0.0/16"),
-    )
-
-
-def with_one_endpoint_changed(cluster: Cluster) -> Cluster:
-    first = cluster.endpoint_slices[0]
-    moved = replace(first.endpoints[0], addresses=("10.250.0.2",))
-    slices = (replace(first, endpoints=(moved, *first.endpoints[1:])), *cluster.endpoint_slices[1:])
-    return replace(cluster, endpoint_slices=slices)
+    layout = SyntheticLayout(services, ENDPOINTS_PER_SERVICE, nodes=2, endpoint_nodes=(1,), mode="ipvs")
+    return synthetic_cluster(layout)
 
 
 def make_node_netns(name: str) -> None:
@@ -106,7 +61,7 @@ def make_node_netns(name: str) -> None:
 
 
 def ipvsadm_rules(cluster: Cluster) -> str:
-    plan = plan_node(cluster, "node-a")
+    plan = plan_node(cluster, PROXIED_NODE)
     lines = []
     for vs in desired_ipvs_state(plan, "IPv4").services:
         address = f"{vs.key.address}:{vs.key.port}"
@@ -131,14 +86,14 @@ def run_benchmark(sizes: list[int]) -> None:
     for size in sizes:
         cluster = build_cluster(size)
         started = time.perf_counter()
-        plan = plan_node(cluster, "node-a")
+        plan = plan_node(cluster, PROXIED_NODE)
         desired_ipvs_state(plan, "IPv4")
         pure_seconds = time.perf_counter() - started
         proxier_ns, restore_ns = f"{prefix}-{size}-p", f"{prefix}-{size}-r"
         try:
             make_node_netns(proxier_ns)
             make_node_netns(restore_ns)
-            proxier = IpvsProxier(proxier_ns, "node-a")
+            proxier = IpvsProxier(proxier_ns, PROXIED_NODE)
             result = proxier.sync(cluster)
             assert result.ok, result.errors
             restore_seconds = time_ipvsadm_restore(restore_ns, ipvsadm_rules(cluster))
@@ -153,7 +108,7 @@ def run_benchmark(sizes: list[int]) -> None:
                 )
             )
             if size == max(sizes):
-                changed = proxier.sync(with_one_endpoint_changed(cluster))
+                changed = proxier.sync(with_one_endpoint_moved(cluster))
                 assert changed.ok, changed.errors
                 change_row = (size, changed.seconds, changed.ipvs_operations, changed.ipset_changes)
         finally:

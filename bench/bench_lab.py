@@ -60,8 +60,10 @@ def main() -> None:
     runs = [one_run(args.nodes, args.pods_per_node) for _ in range(args.runs)]
     pods = args.nodes * args.pods_per_node
     netns = pods + args.nodes + 2
-    print(f"lab: {args.nodes} nodes x {args.pods_per_node} pods ({netns} netns), {args.runs} runs, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"lab: {args.nodes} nodes x {args.pods_per_node} pods ({netns} netns), {args.runs} runs, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'metric':<28} {'median':>10} {'max':>10}  target")
     rows = [
         ("up (s)", [r[0] for r in runs], "<= 10"),

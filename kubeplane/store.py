@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, TypeVar, cast
 
 from kubeplane.model.objects import Cluster, EndpointSlice, KubeObject, Service
 
@@ -35,6 +35,7 @@ Kind = Literal[
     "KubeplaneConfiguration",
 ]
 ChangeAction = Literal["added", "updated", "deleted"]
+T = TypeVar("T", bound=KubeObject)
 
 # Kinds whose change invalidates every service's rules (node addresses, NodePort addresses, local detection,
 # DNS settings): consumers resync everything instead of tracking fine-grained effects.
@@ -140,6 +141,42 @@ def diff_clusters(previous: Cluster, current: Cluster) -> tuple[ObjectChange, ..
     return tuple(changes)
 
 
+def reuse_unchanged(previous: Cluster, current: Cluster, changes: Sequence[ObjectChange]) -> Cluster:
+    """`current` with each object that `changes` does not list replaced by its instance in `previous`.
+
+    Consumers that remember what they derived from an object (the proxy's per-service plans) can then tell
+    an unchanged object by identity, which costs nothing, instead of comparing it field by field. The
+    reused instance equals the new one; only `ObjectMeta.source`, which equality ignores, may be older.
+    """
+    changed: dict[Kind, set[str]] = {}
+    for change in changes:
+        changed.setdefault(change.kind, set()).add(change.key)
+    before = objects_by_kind(previous)
+
+    def reused(kind: Kind, objects: tuple[T, ...]) -> tuple[T, ...]:
+        old, keys = before[kind], changed.get(kind, set())
+        if not old or all(obj.meta.key in keys for obj in objects):
+            return objects
+        return tuple(obj if obj.meta.key in keys else cast(T, old[obj.meta.key]) for obj in objects)
+
+    candidate = replace(
+        current,
+        services=reused("Service", current.services),
+        endpoint_slices=reused("EndpointSlice", current.endpoint_slices),
+        pods=reused("Pod", current.pods),
+        nodes=reused("Node", current.nodes),
+        namespaces=reused("Namespace", current.namespaces),
+        service_cidrs=reused("ServiceCIDR", current.service_cidrs),
+        proxy_config=current.proxy_config if "KubeProxyConfiguration" in changed else previous.proxy_config,
+        kubeplane_config=(
+            current.kubeplane_config if "KubeplaneConfiguration" in changed else previous.kubeplane_config
+        ),
+    )
+    if all(getattr(candidate, f.name) is getattr(current, f.name) for f in fields(Cluster)):
+        return current
+    return candidate
+
+
 def coalesce(change_sets: Iterable[ChangeSet]) -> ChangeSet | None:
     """One change set spanning consecutive ones (from the first's previous to the last's cluster).
 
@@ -183,6 +220,7 @@ class ClusterStore:
         previous, previous_version = self._cluster, self._version
         if not changes:
             return ChangeSet(previous_version, previous_version, previous, previous)
+        cluster = reuse_unchanged(previous, cluster, changes)
         self._cluster, self._version = cluster, previous_version + 1
         change_set = ChangeSet(previous_version, self._version, previous, cluster, changes)
         log.info(

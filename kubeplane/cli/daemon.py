@@ -4,30 +4,32 @@
 (`--keep` leaves it for `kubeplane lab down`). `apply` and `delete` send manifest files to the daemon of a
 lab, which validates them exactly as it validates the watched files; a refusal prints the daemon's errors
 and changes nothing. `proxy` runs kube-proxy for one node of a real cluster from its API server.
+
+The daemon's modules (aiohttp, pyroute2, the proxiers) are imported inside the commands that run them, so
+every other `kubeplane` command starts without paying for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubeplane.daemon.api_proxy import ApiProxyOptions, run_api_proxy
-from kubeplane.daemon.app import Daemon, DaemonOptions, DaemonStartError, DaemonStatus
-from kubeplane.daemon.client import DaemonClient, DaemonNotRunning, DaemonRejected, DaemonRequestFailed
-from kubeplane.daemon.proxiers import BackendUnavailable, ProxyMode, default_proxier_factory
 from kubeplane.model.errors import ManifestErrors
 from kubeplane.model.parse import find_manifest_files
-from kubeplane.netns.lab import LabError
 from kubeplane.netns.names import DEFAULT_LAB
-from kubeplane.netns.plan import LabPlanError
-from kubeplane.sources.kubeconfig import KubeconfigError, load_kubeconfig
+
+if TYPE_CHECKING:
+    from kubeplane.daemon.app import Daemon, DaemonOptions, DaemonStatus
+    from kubeplane.daemon.proxiers import ProxyMode
 
 FilesOption = Annotated[
     list[Path], typer.Option("-f", "--file", help="Manifest file or directory (repeatable).", exists=True)
@@ -35,6 +37,9 @@ FilesOption = Annotated[
 LabOption = Annotated[str, typer.Option("--name", "--lab", help="Lab name (1-8 of [a-z0-9]).")]
 ModeOption = Annotated[str, typer.Option("--mode", help="Proxy mode: iptables or ipvs.")]
 STATUS_INTERVAL_SECONDS = 1.0
+FIRST_SYNC_WAIT_SECONDS = 10.0
+# SIGHUP too: a closed terminal or a dropped ssh session must not leave the lab's namespaces behind.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def register(app: typer.Typer) -> None:
@@ -84,6 +89,8 @@ def up(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log at INFO instead of WARNING.")] = False,
 ) -> None:
     """Build the lab from FILE, proxy and serve DNS for it, and follow edits to FILE until stopped."""
+    from kubeplane.daemon.app import DaemonOptions
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -102,35 +109,76 @@ def up(
 
 
 async def _up(options: DaemonOptions) -> None:
+    from kubeplane.daemon.app import Daemon, DaemonStartError
+    from kubeplane.daemon.proxiers import BackendUnavailable
+    from kubeplane.netns.lab import LabError
+    from kubeplane.netns.plan import LabPlanError
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     daemon = Daemon(options)
     try:
         await daemon.start()
-    except (DaemonStartError, BackendUnavailable, LabError, LabPlanError, ManifestErrors) as err:
+    except (DaemonStartError, BackendUnavailable, LabError, LabPlanError, ManifestErrors, OSError) as err:
+        # OSError: not root, /run not writable, ...; `start` has undone what it did either way.
         raise _fail(f"kubeplane up: {err}") from None
-    typer.echo(
-        f"lab {options.lab} up; API http://{daemon.http.host}:{daemon.http.port}; Ctrl-C to stop", err=True
-    )
-    interactive = sys.stderr.isatty()
     try:
-        while not stop.is_set():
-            line = status_line(daemon.status(), time.time())
-            typer.echo(f"\r\x1b[2K{line}" if interactive else line, err=True, nl=not interactive)
-            try:
-                await asyncio.wait_for(stop.wait(), STATUS_INTERVAL_SECONDS if interactive else 30.0)
-            except TimeoutError:
-                continue
+        await _first_programming(daemon, stop)
+        api = f"http://{daemon.http.host}:{daemon.http.port}"
+        typer.echo(f"lab {options.lab} up; API {api}; Ctrl-C to stop", err=True)
+        await _show_status(daemon, stop, interactive=sys.stderr.isatty())
     finally:
-        if interactive:
-            typer.echo("", err=True)
         await daemon.stop()
     typer.echo(f"lab {options.lab} {'kept' if options.keep else 'torn down'}", err=True)
 
 
+async def _first_programming(daemon: Daemon, stop: asyncio.Event) -> None:
+    """Until every node's rules and the DNS zone serve the manifests (bounded), or until asked to stop: the
+    "up" line then means pods can reach services by name, not merely that the namespaces exist."""
+    programmed = asyncio.ensure_future(daemon.wait_programmed(daemon.store.version, FIRST_SYNC_WAIT_SECONDS))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((programmed, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (programmed, stopping):
+            waiter.cancel()
+        await asyncio.gather(programmed, stopping, return_exceptions=True)
+
+
+def status_changed(before: DaemonStatus | None, after: DaemonStatus) -> bool:
+    """Whether a log (stderr not a terminal) gets a new status line: counts, version, health or the first
+    sync changed; another sync of the same version alone does not."""
+    return before is None or _shape(before) != _shape(after)
+
+
+def _shape(status: DaemonStatus) -> DaemonStatus:
+    synced_once = None if status.last_sync_at is None else 0.0
+    return replace(status, last_sync_at=synced_once, last_sync_seconds=None)
+
+
+async def _show_status(daemon: Daemon, stop: asyncio.Event, interactive: bool) -> None:
+    """A terminal gets one line rewritten every second; a log gets a line each time the status changes."""
+    shown: DaemonStatus | None = None
+    try:
+        while not stop.is_set():
+            status = daemon.status()
+            if interactive:
+                typer.echo(f"\r\x1b[2K{status_line(status, time.time())}", err=True, nl=False)
+            elif status_changed(shown, status):
+                typer.echo(status_line(status, time.time()), err=True)
+            shown = status
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATUS_INTERVAL_SECONDS)
+    finally:
+        if interactive:
+            typer.echo("", err=True)
+
+
 def _send(files: list[Path], lab: str, deleting: bool) -> None:
+    from kubeplane.daemon.client import DaemonClient, DaemonNotRunning, DaemonRejected, DaemonRequestFailed
+
     try:
         client = DaemonClient.for_lab(lab)
         paths = find_manifest_files(files)
@@ -183,6 +231,10 @@ def proxy(
     http_port: Annotated[int, typer.Option("--http-port", help="Health/metrics port.")] = 10256,
 ) -> None:
     """kube-proxy for NODE from a real API server; without --host into a scratch namespace, never the host."""
+    from kubeplane.daemon.api_proxy import ApiProxyOptions, run_api_proxy
+    from kubeplane.daemon.proxiers import default_proxier_factory
+    from kubeplane.sources.kubeconfig import KubeconfigError, load_kubeconfig
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         credentials = load_kubeconfig(kubeconfig, context)
@@ -193,7 +245,7 @@ def proxy(
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
         await run_api_proxy(credentials, options, default_proxier_factory, stop)
 

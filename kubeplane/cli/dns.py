@@ -103,16 +103,15 @@ def parse_listen(text: str) -> tuple[str, int]:
 async def _serve(
     store: ClusterStore, source: ManifestSource, host: str, port: int, upstreams: list[str] | None
 ) -> None:
-    """Serve and follow the store: every accepted change set rebuilds the zone; refused edits keep it."""
+    """Serve and follow the store: every accepted change set updates the records it touches; refused edits
+    keep the last good zone."""
     server = DnsServer(store.cluster, upstreams=upstreams)
     await server.start(host, port)
     changes = store.subscribe()
     watcher = asyncio.create_task(source.watch())
     try:
         while True:
-            change_set = await changes.get()
-            if change_set.cluster is not server.cluster:
-                server.update(change_set.cluster)
+            await server.apply(await changes.get())
     finally:
         watcher.cancel()
         store.unsubscribe(changes)

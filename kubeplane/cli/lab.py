@@ -33,9 +33,9 @@ def register(app: typer.Typer) -> None:
     lab_app.command("down")(down)
     lab_app.command("list")(list_command)
     app.add_typer(lab_app, name="lab")
-    app.command(
-        "exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True}
-    )(exec_command)
+    app.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(
+        exec_command
+    )
     app.command("curl")(curl)
 
 

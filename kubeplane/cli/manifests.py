@@ -1,7 +1,8 @@
 """`kubeplane validate` and `kubeplane get`: check manifests, and show them as kubectl would after defaulting.
 
-Both load through `kubeplane.loader.load_cluster`, so what `get` prints (allocated clusterIPs and nodePorts,
-placed pods, derived EndpointSlices) is exactly what the proxy and DNS would be given. Bad input is reported
+Both load files through `kubeplane.loader.load_cluster`, so what `get` prints (allocated clusterIPs and
+nodePorts, placed pods, derived EndpointSlices) is exactly what the proxy and DNS would be given; `get`
+without -f lists what the running `kubeplane up` of a lab serves, read over its API. Bad input is reported
 one line per problem on stderr with exit status 1, never as a traceback.
 """
 
@@ -19,9 +20,11 @@ import yaml
 from kubeplane.cli.columns import RESOURCES_BY_NAME, Resource, render_table
 from kubeplane.loader import LoadedCluster, load_cluster
 from kubeplane.model.errors import ManifestErrors
-from kubeplane.model.objects import Cluster, KubeObject
+from kubeplane.model.objects import Cluster, EndpointSlice, KubeObject, Node, Pod, Service
+from kubeplane.model.parse import parse_text
 from kubeplane.model.parse_meta import DEFAULT_NAMESPACE
 from kubeplane.model.serialize import to_list_manifest
+from kubeplane.netns.names import DEFAULT_LAB
 
 FilesOption = Annotated[
     list[Path], typer.Option("-f", "--filename", help="Manifest file or directory (repeatable).")
@@ -50,7 +53,10 @@ def validate(files: FilesOption) -> None:
 
 def get(
     resource: Annotated[str, typer.Argument(help="services|svc, endpointslices, pods|po, nodes|no")],
-    files: FilesOption,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option("-f", "--filename", help="Manifest file or directory; default: the running daemon's."),
+    ] = None,
     namespace: Annotated[
         str, typer.Option("-n", "--namespace", help="Namespace to list.")
     ] = DEFAULT_NAMESPACE,
@@ -58,13 +64,17 @@ def get(
         bool, typer.Option("-A", "--all-namespaces", help="List every namespace.")
     ] = False,
     output: Annotated[OutputFormat | None, typer.Option("-o", "--output", help="wide, yaml or json.")] = None,
+    lab: Annotated[str, typer.Option("--name", "--lab", help="Lab whose daemon to read (without -f).")] = (
+        DEFAULT_LAB
+    ),
 ) -> None:
-    """List objects after defaulting and allocation, with kubectl's columns."""
+    """List objects after defaulting and allocation, with kubectl's columns: those of FILES, or those the
+    running `kubeplane up` of the lab serves."""
     kind = RESOURCES_BY_NAME.get(resource.lower())
     if kind is None:
         names = ", ".join(sorted(RESOURCES_BY_NAME))
         raise typer.BadParameter(f"unknown resource {resource!r} (one of {names})", param_hint="RESOURCE")
-    cluster = _load_or_exit(files).cluster
+    cluster = _load_or_exit(files).cluster if files else _daemon_cluster_or_exit(lab)
     objects = [
         obj
         for obj in _objects_of(cluster, kind)
@@ -117,6 +127,27 @@ def _all_objects(cluster: Cluster) -> tuple[KubeObject, ...]:
         *cluster.nodes,
         *cluster.namespaces,
         *cluster.service_cidrs,
+    )
+
+
+def _daemon_cluster_or_exit(lab: str) -> Cluster:
+    """The objects the running daemon of `lab` serves (already completed by it), read over its API."""
+    from kubeplane.daemon.client import DaemonRequestFailed, running_state  # aiohttp: only when needed
+
+    try:
+        state = running_state(lab)
+    except DaemonRequestFailed as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    if state is None:
+        typer.echo(f"no -f given and no daemon runs for lab {lab!r} (start one: kubeplane up)", err=True)
+        raise typer.Exit(1)
+    objects = parse_text(yaml.safe_dump_all(state["items"]), f"daemon of lab {lab}").objects
+    return Cluster(
+        services=tuple(o for o in objects if isinstance(o, Service)),
+        endpoint_slices=tuple(o for o in objects if isinstance(o, EndpointSlice)),
+        pods=tuple(o for o in objects if isinstance(o, Pod)),
+        nodes=tuple(o for o in objects if isinstance(o, Node)),
     )
 
 

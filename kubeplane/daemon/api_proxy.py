@@ -28,6 +28,7 @@ from kubeplane.model.objects import KubeObject
 from kubeplane.model.serialize import to_manifest
 from kubeplane.netns.names import node_netns
 from kubeplane.netns.nsfs import create_netns, remove_netns
+from kubeplane.proxy.healthcheck import HealthCheckServers
 from kubeplane.sources.kubeconfig import ApiCredentials
 from kubeplane.sources.kubernetes import CORE_RESOURCES, KubernetesSource, WatchedResource, assemble_cluster
 from kubeplane.store import ClusterStore, objects_by_kind
@@ -124,6 +125,7 @@ async def run_api_proxy(
         health,
         metrics,
         options.periods,
+        health_checks=HealthCheckServers(netns, proxy_health=health.healthy),
     )
     reader = iptables_rules_reader(lambda _node: netns, ipvs=options.mode == "ipvs")
     api = ReadOnlyApi(store, board, metrics, options.node, reader)

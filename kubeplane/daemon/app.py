@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from kubeplane.daemon.client import DaemonEndpoint, remove_state_file, write_state_file
-from kubeplane.daemon.cluster_dns import DNS_NAMESPACE, DNS_POD_NAME, with_cluster_dns
+from kubeplane.daemon.cluster_dns import DNS_NAMESPACE, DNS_POD_NAME, follow_store_for_dns, with_cluster_dns
 from kubeplane.daemon.control import DaemonApi, iptables_rules_reader
 from kubeplane.daemon.desired import DesiredState, ManifestSink
 from kubeplane.daemon.health import HealthBoard, ProxierHealth
@@ -36,8 +37,8 @@ from kubeplane.daemon.proxiers import ProxierFactory, ProxyMode, default_proxier
 from kubeplane.dns.server import DnsServer
 from kubeplane.endpoints import with_derived_endpoint_slices
 from kubeplane.model.complete import build_cluster
+from kubeplane.model.complete_services import FamilyMemo
 from kubeplane.model.objects import Cluster, KubeObject
-from kubeplane.model.objects import SyncPeriods as ConfiguredPeriods
 from kubeplane.model.parse import parse_text
 from kubeplane.model.serialize import to_manifest
 from kubeplane.netns.lab import Lab, LabError
@@ -45,8 +46,9 @@ from kubeplane.netns.names import DEFAULT_LAB
 from kubeplane.netns.nsfs import open_socket_in_netns
 from kubeplane.netns.plan import LabPlanError, plan_lab
 from kubeplane.netns.ready import mark_ready
+from kubeplane.proxy.healthcheck import HealthCheckServers
 from kubeplane.sources.manifests import ManifestSource
-from kubeplane.store import ChangeSet, ClusterStore
+from kubeplane.store import ClusterStore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MIN_SYNC_PERIOD = 0.01
 READINESS_POLL_SECONDS = 0.1
 DNS_PORT = 53
-DNS_DEFER_LIMIT_SECONDS = 1.0
+FIRST_SYNC_LIMIT_SECONDS = 600.0
 
 
 class DaemonStartError(RuntimeError):
@@ -88,14 +90,14 @@ class DaemonStatus:
 
 
 def runner_periods(cluster: Cluster, options: DaemonOptions) -> SyncPeriods:
-    """The runner settings: explicit options, else the configuration's non-default values, else ours."""
+    """The runner settings: explicit options, else what the configuration sets, else ours."""
     config = cluster.proxy_config
     configured = config.ipvs if options.mode == "ipvs" else config.iptables
-    defaults = ConfiguredPeriods()
-    min_period = options.min_sync_period
-    if min_period is None:
-        configured_min = configured.min_sync_period
-        min_period = DEFAULT_MIN_SYNC_PERIOD if configured_min == defaults.min_sync_period else configured_min
+    min_period = next(
+        period
+        for period in (options.min_sync_period, configured.min_sync_period, DEFAULT_MIN_SYNC_PERIOD)
+        if period is not None
+    )
     sync_period = options.sync_period if options.sync_period is not None else configured.sync_period
     return SyncPeriods(min_sync_period=min_period, sync_period=max(sync_period, min_period))
 
@@ -113,8 +115,7 @@ class Daemon:
         self.lab = Lab(options.lab)
         self.desired = DesiredState(self.store, self._complete)
         self.sink = ManifestSink(self.desired)
-        # The manifest source only calls `replace` and reads `cluster` on what it takes for the store.
-        self.manifests = ManifestSource(options.paths, cast(ClusterStore, self.sink))
+        self.manifests = ManifestSource(options.paths, self.sink)
         self.node_loops: dict[str, NodeSyncLoop] = {}
         self.dns: DnsServer | None = None
         self.dns_version = 0
@@ -130,11 +131,12 @@ class Daemon:
         self.http = HttpServer(self.api, options.http_host, options.http_port)
         self._proxier_factory = proxier_factory
         self._ready_pods: frozenset[str] = frozenset()
+        self._family_memo = FamilyMemo()
         self._tasks: list[asyncio.Task[None]] = []
         self._lab_up = False
 
     def _complete(self, objects: Sequence[KubeObject]) -> Cluster:
-        cluster = build_cluster(with_cluster_dns(objects), previous=self.store.cluster)
+        cluster = build_cluster(with_cluster_dns(objects), self.store.cluster, self._family_memo)
         return with_derived_endpoint_slices(mark_ready(cluster, self._ready_pods))
 
     # --- lifecycle -----------------------------------------------------------------------------------------
@@ -154,6 +156,7 @@ class Daemon:
             self._spawn(self.manifests.watch(), "manifests")
             self._spawn(self._follow_readiness(), "readiness")
             self._spawn(self._follow_store_for_lab(), "lab")
+            self._spawn(self._freeze_heap_after_first_sync(), "gc-freeze")
             await self.http.start()
             write_state_file(DaemonEndpoint(self.lab.name, os.getpid(), self.http.host, self.http.port))
         except BaseException:
@@ -199,8 +202,12 @@ class Daemon:
             name = node.meta.name
             health = ProxierHealth(name, timeout)
             self.health.add(health)
-            proxier = self._proxier_factory(self.options.mode, self.lab.node_netns(name), name)
-            loop = NodeSyncLoop(name, proxier, self.store, health, self.metrics, periods)
+            netns = self.lab.node_netns(name)
+            proxier = self._proxier_factory(self.options.mode, netns, name)
+            checks = HealthCheckServers(netns, proxy_health=health.healthy)
+            loop = NodeSyncLoop(
+                name, proxier, self.store, health, self.metrics, periods, health_checks=checks
+            )
             self.node_loops[name] = loop
             loop.start()
         log.info("proxies started nodes=%d min_sync_period=%.3f sync_period=%.1f health_timeout=%.1f",
@@ -213,25 +220,10 @@ class Daemon:
         self.dns = DnsServer(self.store.cluster, registry=self.metrics.registry)
         await self.dns.start(udp_sock=udp, tcp_sock=tcp)
         self.dns_version = self.store.version
-        self._spawn(self._follow_store_for_dns(self.dns), "dns")
+        self._spawn(follow_store_for_dns(self.store, self.dns, self._dns_published), "dns")
 
-    async def _follow_store_for_dns(self, dns: DnsServer) -> None:
-        queue = self.store.subscribe()
-        try:
-            while True:
-                change_sets: list[ChangeSet] = [await queue.get()]
-                while not queue.empty():
-                    change_sets.append(queue.get_nowait())
-                version, cluster = self.store.version, self.store.cluster
-                # Both are CPU-bound on the same interpreter: let the proxies program this version first
-                # (bounded, so a stuck proxy cannot hold DNS back), then rebuild the zone off the loop so
-                # probes, API calls and later syncs keep going (the server swaps the table atomically).
-                with contextlib.suppress(TimeoutError):
-                    await self.wait_rules(version, DNS_DEFER_LIMIT_SECONDS)
-                await asyncio.to_thread(dns.update, cluster)
-                self.dns_version = version
-        finally:
-            self.store.unsubscribe(queue)
+    def _dns_published(self, version: int) -> None:
+        self.dns_version = version
 
     async def _follow_store_for_lab(self) -> None:
         """Pods added, removed or moved in the manifests get (or lose) their namespace and workload."""
@@ -252,6 +244,17 @@ class Daemon:
                 log.info("lab updated pods_removed=%d pods_added=%d", len(report.removed), len(report.added))
         finally:
             self.store.unsubscribe(queue)
+
+    async def _freeze_heap_after_first_sync(self) -> None:
+        """Move what the first sync built (the snapshot, every node's plans, the DNS zone) out of the cyclic
+        collector's sight. Those objects live for the daemon's life and hold no cycles; at 1k services
+        there are millions of them, and every full collection scanning them again costs tens to hundreds
+        of milliseconds, landing on whichever change is being programmed at the time."""
+        with contextlib.suppress(TimeoutError):
+            await self.wait_programmed(self.store.version, FIRST_SYNC_LIMIT_SECONDS)
+        gc.collect()
+        gc.freeze()
+        log.info("heap frozen after first sync objects=%d", gc.get_freeze_count())
 
     async def _follow_readiness(self) -> None:
         """Pods become Ready when their workload serves (the lab's supervisor reports it)."""

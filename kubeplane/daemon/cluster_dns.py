@@ -5,13 +5,15 @@ that Service's ClusterIP, so DNS traffic goes through the proxy's rules like any
 daemon does the same: it adds a `kube-system/coredns` Pod (no lab workload: the daemon itself serves DNS on
 sockets opened in that pod's namespace) and a `kube-system/kube-dns` Service selecting it, with CoreDNS's
 ports `dns` 53/UDP and `dns-tcp` 53/TCP. Objects of the same kind and name in the manifests win.
+`follow_store_for_dns` keeps the daemon's DNS server in step with the store.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from kubeplane.dns.server import DnsServer
 from kubeplane.model.objects import (
     DEFAULT_SERVICE_CIDR,
     Container,
@@ -24,6 +26,7 @@ from kubeplane.model.objects import (
     ServiceCIDR,
     ServicePort,
 )
+from kubeplane.store import ClusterStore, coalesce
 
 DNS_NAMESPACE = "kube-system"
 DNS_POD_NAME = "coredns"
@@ -79,3 +82,28 @@ def with_cluster_dns(objects: Sequence[KubeObject]) -> tuple[KubeObject, ...]:
         if (type(obj).__name__, obj.meta.key) not in present:
             added.append(obj)
     return (*objects, *added)
+
+
+async def follow_store_for_dns(
+    store: ClusterStore, server: DnsServer, published: Callable[[int], None]
+) -> None:
+    """Keep `server` answering for the store's latest version, calling `published(version)` after each
+    update, until cancelled.
+
+    Change sets are applied as they arrive, without waiting for the proxies: a change to a few services
+    costs the DNS server a millisecond or two on the loop (only the records and answers it touches are
+    rebuilt), and larger ones are prepared on a worker thread while queries keep being answered. Several
+    change sets waiting at once are applied in one go."""
+    queue = store.subscribe()
+    try:
+        while True:
+            pending = [await queue.get()]
+            while not queue.empty():
+                pending.append(queue.get_nowait())
+            change_set = pending[0] if len(pending) == 1 else coalesce(pending)
+            if change_set is None:
+                continue
+            await server.apply(change_set)
+            published(change_set.version)
+    finally:
+        store.unsubscribe(queue)

@@ -86,6 +86,10 @@ class ProxierHealth:
     def oldest_queued(self) -> float | None:
         return self._oldest_queued
 
+    def healthy(self) -> bool:
+        """What /healthz reports for this node right now (health check ports read it per request)."""
+        return self.status().healthy
+
     def status(self, liveness: bool = False) -> HealthStatus:
         now = self._clock()
         keeping_up = self._oldest_queued is None or now - self._oldest_queued <= self.health_timeout

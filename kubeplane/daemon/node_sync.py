@@ -21,6 +21,7 @@ from kubeplane.daemon.health import ProxierHealth
 from kubeplane.daemon.metrics import ProxyMetrics
 from kubeplane.daemon.runner import BoundedFrequencyRunner
 from kubeplane.model.objects import Cluster
+from kubeplane.proxy.healthcheck import HealthCheckServers
 from kubeplane.proxy.plan import NodePlan
 from kubeplane.store import ChangeSet, ClusterStore
 
@@ -114,9 +115,11 @@ class NodeSyncLoop:
         metrics: ProxyMetrics,
         periods: SyncPeriods,
         clock: Callable[[], float] = time.time,
+        health_checks: HealthCheckServers | None = None,
     ) -> None:
         self.node_name = node_name
         self.proxier = proxier
+        self.health_checks = health_checks
         self.last_sync: SyncRecord | None = None
         self.synced_version = 0
         self._store = store
@@ -155,6 +158,8 @@ class NodeSyncLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._consumer
         await self._runner.stop()
+        if self.health_checks is not None:
+            await self.health_checks.close()
 
     async def wait_synced(self, version: int, timeout: float) -> None:
         """Block until the store's `version` (or a later one) is programmed; TimeoutError otherwise."""
@@ -196,6 +201,9 @@ class NodeSyncLoop:
             self._arrivals = arrivals + self._arrivals
             self.metrics.restore_failed(self.node_name)
             raise SyncFailed(outcome.error or "sync failed")
+        if self.health_checks is not None:
+            # As kube-proxy's sync does: the health check ports follow the plan just programmed.
+            await self.health_checks.update(outcome.plan)
         internal, external = no_local_endpoint_counts(outcome.plan)
         self.metrics.no_local(self.node_name, internal, external)
         seconds = time.perf_counter() - started

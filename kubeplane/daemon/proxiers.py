@@ -13,6 +13,10 @@ from kubeplane.proxy.ipvs.proxier import IpvsProxier
 from kubeplane.proxy.plan import NodePlan
 
 ProxyMode = Literal["iptables", "ipvs"]
+# How often a daemon's iptables proxier looks for its canary chain (a process spawn each time). kube-proxy
+# checks from a background monitor every syncPeriod (30 s by default); every 10 s notices a flushed table
+# sooner while keeping the check off nearly every change's path.
+CANARY_PERIOD_SECONDS = 10.0
 ProxierFactory = Callable[[ProxyMode, str | None, str], NodeProxier]
 
 
@@ -48,4 +52,4 @@ def default_proxier_factory(mode: ProxyMode, netns: str | None, node: str) -> No
         if netns is None:
             raise BackendUnavailable("--mode ipvs programs lab namespaces only, not the current one")
         return IpvsNodeProxier(IpvsProxier(netns, node))
-    return IptablesProxier(netns, node)
+    return IptablesProxier(netns, node, canary_period=CANARY_PERIOD_SECONDS)

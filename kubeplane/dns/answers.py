@@ -1,22 +1,30 @@
-"""The fast path's table of packed answers for one zone build.
+"""The fast path's table of packed answers, kept in step with the zone one change at a time.
 
-Every (name, type) the zone holds data for is packed when the table is built; negative answers (search-path
-expansions, unknown names, NODATA types) and on-demand pod names are packed on first use and remembered, up
-to a bound. The server swaps the whole table on every zone rebuild, so invalidation is exact: no entry ever
-outlives the zone it was computed from.
+Every (name, type) the zone holds data for is packed in advance; negative answers (search-path expansions,
+unknown names, NODATA types) and on-demand pod names are packed on first use and remembered, up to a bound.
+When the zone changes, `apply` drops exactly the answers the change invalidates (see
+`kubeplane.dns.zone_builder.ZoneDelta`) and installs the answers packed for the changed names: the answers
+of the names a change touched or that read them, remembered pod names of namespaces that came or went (or,
+in `verified` mode, whose pod addresses changed), and a new SOA serial patched into remembered negative
+answers. Packing (`pack_names`) is pure and may run in a worker thread; `apply` runs on the serving loop,
+`answer` and `compute` also on the UDP threads (kubeplane.dns.udp explains why that is safe).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kubeplane.dns.lookup import Answer, lookup
 from kubeplane.dns.pack import PackError, pack_answer
+from kubeplane.dns.records import Record, Soa
 from kubeplane.dns.wire import (
     FLAG_CD,
     FLAG_RD,
     ONE_QUESTION,
+    OPT_FLAG_DO,
     PLAIN_UDP_LIMIT,
     Question,
     Template,
@@ -25,6 +33,7 @@ from kubeplane.dns.wire import (
     truncated_response,
 )
 from kubeplane.dns.zone import Zone
+from kubeplane.dns.zone_builder import ZoneDelta
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +54,74 @@ class Computed:
     answer: Answer
 
 
+@dataclass(frozen=True)
+class PackedAnswer:
+    """One question's templates, for queries without and with EDNS."""
+
+    key: bytes  # lowercased wire name + qtype + qclass
+    plain: Template
+    edns: Template
+
+
+PackedNames = Mapping[str, tuple[PackedAnswer, ...]]
+
+
+def pack_names(zone: Zone, names: Iterable[str], chase_upstream: bool) -> dict[str, tuple[PackedAnswer, ...]]:
+    """The answers to every type each of `names` holds in `zone` (names without records give none).
+
+    Pure: safe in a worker thread. Names the wire cannot carry are logged and skipped, as are answers that
+    must first be completed upstream (a CNAME out of the zone when `chase_upstream`)."""
+    packed: dict[str, tuple[PackedAnswer, ...]] = {}
+    for name in names:
+        records = zone.records.get(name)
+        if not records:
+            continue
+        try:
+            wire_name = encode_name(name)
+        except NameEncodingError as error:
+            log.warning("dns zone name skipped name=%s error=%s", name, error)
+            continue
+        answers = []
+        for rtype in _types_of(records):
+            key = wire_name + rtype.to_bytes(2, "big") + CLASS_IN
+            try:
+                computed = _pack(zone, key, name, rtype, chase_upstream)
+            except (PackError, UnicodeEncodeError) as error:
+                log.warning("dns answer skipped name=%s type=%d error=%s", name, rtype, error)
+                continue
+            if computed is not None and computed[1] is not None:
+                answers.append(computed[1])
+        packed[name] = tuple(answers)
+    return packed
+
+
 class AnswerTable:
     """Packed answers keyed by the lowercased wire question, one dict for plain and one for EDNS queries."""
 
-    def __init__(self, zone: Zone, chase_upstream: bool, max_remembered: int = MAX_REMEMBERED) -> None:
+    def __init__(
+        self,
+        zone: Zone,
+        chase_upstream: bool,
+        max_remembered: int = MAX_REMEMBERED,
+        packed: PackedNames | None = None,
+    ) -> None:
+        """`packed`: `pack_names(zone, zone.records, chase_upstream)` when the caller made it already."""
         self.zone = zone
-        self._chase_upstream = chase_upstream
+        self.chase_upstream = chase_upstream
         self._max_remembered = max_remembered
         self.plain: dict[bytes, Template] = {}
         self.edns: dict[bytes, Template] = {}
-        for name, records in zone.records.items():
-            try:
-                wire_name = encode_name(name)
-            except NameEncodingError as error:
-                log.warning("dns zone name skipped name=%s error=%s", name, error)
-                continue
-            for rtype in sorted({r.rtype for r in records}):
-                try:
-                    self._compute(wire_name + int(rtype).to_bytes(2, "big") + CLASS_IN, name, int(rtype))
-                except (PackError, UnicodeEncodeError) as error:
-                    log.warning("dns answer skipped name=%s type=%s error=%s", name, rtype.name, error)
-        self._eager_plain = dict(self.plain)
-        self._eager_edns = dict(self.edns)
+        # Answers packed on first use, by key and by name: the bound applies to them, and `apply` finds
+        # them by name without walking the whole table.
+        self._remembered: dict[bytes, str] = {}
+        self._remembered_by_name: dict[str, list[bytes]] = {}
         # UDP responses minus their id, keyed by the query minus its id: a repeated query (same flags,
         # same spelling, same EDNS payload) is answered with one dict lookup and no parsing at all.
         self.seen_udp: dict[bytes, tuple[bytes, Template]] = {}
+        # `compute` runs on the loop and on the UDP threads, `apply` on the loop: each holds this while it
+        # changes the table, so an answer packed from one zone never lands after the switch to the next.
+        self._lock = threading.Lock()
+        self._install(packed if packed is not None else pack_names(zone, zone.records, chase_upstream))
 
     def answer(self, query: bytes, via_tcp: bool) -> tuple[bytes, Template] | None:
         """The hot path: the response to `query` if its question is in the table, else None.
@@ -79,6 +131,7 @@ class AnswerTable:
         an answer larger than the client's limit (512, or its EDNS payload) becomes an empty reply with TC,
         and the client asks again over TCP; UDP answers are also kept in `seen_udp`.
         """
+        seen = self.seen_udp  # before the template is read: see kubeplane.dns.udp on updates
         size = len(query)
         if size < 17 or query[2] & 0xF8 or query[4:11] != ONE_QUESTION:
             return None
@@ -88,23 +141,27 @@ class AnswerTable:
             return None
         if query[11] == 0 and end == size:
             template = self.plain.get(query[12 : zero + 1].lower() + query[zero + 1 : end])
+            if template is None:
+                return None
+            tail = template.tail
             limit = PLAIN_UDP_LIMIT
         elif query[11] == 1 and question_bounds(query) is not None:
             template = self.edns.get(query[12 : zero + 1].lower() + query[zero + 1 : end])
+            if template is None:
+                return None
+            tail = template.tail_do if query[end + 7] & OPT_FLAG_DO else template.tail
             limit = max(PLAIN_UDP_LIMIT, (query[end + 3] << 8) | query[end + 4])
         else:
             return None
-        if template is None:
-            return None
         index = (query[2] & FLAG_RD) | ((query[3] & FLAG_CD) >> 3)
-        wire = query[:2] + template.headers[index] + query[12:end] + template.tail
+        wire = query[:2] + template.headers[index] + query[12:end] + tail
         if not via_tcp:
             if len(wire) > limit:
                 wire = truncated_response(query, end, query[11] == 1)
             if size <= end + 11:  # no EDNS options: cookies would make every query unique
-                if len(self.seen_udp) >= MAX_SEEN_UDP:
-                    self.seen_udp.clear()
-                self.seen_udp[query[2:]] = (wire[2:], template)
+                if len(seen) >= MAX_SEEN_UDP:
+                    seen.clear()
+                seen[query[2:]] = (wire[2:], template)
         return wire, template
 
     def compute(self, question: Question) -> Computed | None:
@@ -118,21 +175,102 @@ class AnswerTable:
         name = decode_name(question.key[:-4])
         if name is None:
             return None
-        if len(self.plain) >= len(self._eager_plain) + self._max_remembered:
-            self.plain, self.edns = dict(self._eager_plain), dict(self._eager_edns)
-        return self._compute(question.key, name, question.qtype)
+        with self._lock:
+            if len(self._remembered) >= self._max_remembered:
+                for remembered_name in list(self._remembered_by_name):
+                    self._forget(remembered_name)
+            computed = _pack(self.zone, question.key, name, question.qtype, self.chase_upstream)
+            if computed is None:
+                return None
+            answer, packed = computed
+            if packed is None:
+                return Computed(None, answer)
+            self._put(packed)
+            self._remembered[packed.key] = name
+            self._remembered_by_name.setdefault(name, []).append(packed.key)
+        return Computed(packed.edns if question.edns else packed.plain, answer)
 
-    def _compute(self, key: bytes, name: str, qtype: int) -> Computed | None:
-        answer = lookup(self.zone, name, qtype)
-        if answer is None:
-            return None
-        if answer.chase is not None and self._chase_upstream:
-            return Computed(None, answer)
-        packed = pack_answer(name, qtype, answer)
-        question_length = len(key)
-        self.plain[key] = make_template(packed, question_length, qtype, answer.rcode, edns=False)
-        self.edns[key] = make_template(packed, question_length, qtype, answer.rcode, edns=True)
-        return Computed(self.plain[key], answer)
+    def apply(self, delta: ZoneDelta, packed: PackedNames) -> None:
+        """Move to `delta.zone`, `packed` holding `pack_names(delta.zone, delta.affected_names, ...)`."""
+        with self._lock:
+            self._apply(delta, packed)
+
+    def _apply(self, delta: ZoneDelta, packed: PackedNames) -> None:
+        old_records = self.zone.records
+        for name in delta.affected_names:
+            self._forget(name)
+            records = old_records.get(name)
+            if records:
+                self._drop_precomputed(name, records)
+        if delta.pod_namespaces:
+            for name in list(self._remembered_by_name):
+                if _pod_namespace(name, self.zone.origin) in delta.pod_namespaces:
+                    self._forget(name)
+        self.zone = delta.zone
+        self._install(packed)
+        soa = delta.zone.soa.data
+        if delta.serial_changed and isinstance(soa, Soa):
+            serial = soa.serial
+            for key in self._remembered:
+                self.plain[key] = self.plain[key].with_serial(serial)
+                self.edns[key] = self.edns[key].with_serial(serial)
+        self.seen_udp = {}  # last, and a new dict rather than cleared: see kubeplane.dns.udp
+
+    def _install(self, packed: PackedNames) -> None:
+        for answers in packed.values():
+            for answer in answers:
+                self._put(answer)
+
+    def _put(self, answer: PackedAnswer) -> None:
+        self.plain[answer.key] = answer.plain
+        self.edns[answer.key] = answer.edns
+
+    def _forget(self, name: str) -> None:
+        """Drop the answers remembered for `name`."""
+        for key in self._remembered_by_name.pop(name, ()):
+            del self._remembered[key]
+            self.plain.pop(key, None)
+            self.edns.pop(key, None)
+
+    def _drop_precomputed(self, name: str, records: tuple[Record, ...]) -> None:
+        try:
+            wire_name = encode_name(name)
+        except NameEncodingError:
+            return
+        for rtype in _types_of(records):
+            key = wire_name + rtype.to_bytes(2, "big") + CLASS_IN
+            self.plain.pop(key, None)
+            self.edns.pop(key, None)
+
+
+def _types_of(records: Iterable[Record]) -> list[int]:
+    return sorted({int(record.rtype) for record in records})
+
+
+def _pack(
+    zone: Zone, key: bytes, name: str, qtype: int, chase_upstream: bool
+) -> tuple[Answer, PackedAnswer | None] | None:
+    """The answer to (`name`, `qtype`) and its templates (None when the answer must first be completed
+    upstream); None when the name is not ours."""
+    answer = lookup(zone, name, qtype)
+    if answer is None:
+        return None
+    if answer.chase is not None and chase_upstream:
+        return answer, None
+    packed = pack_answer(name, qtype, answer)
+    return answer, PackedAnswer(
+        key,
+        make_template(packed, len(key), qtype, answer.rcode, edns=False),
+        make_template(packed, len(key), qtype, answer.rcode, edns=True),
+    )
+
+
+def _pod_namespace(name: str, origin: str) -> str | None:
+    """The namespace of a pod name `<label>.<namespace>.pod.<origin>`, else None."""
+    if not name.endswith(".pod." + origin):
+        return None
+    labels = name[: -len(origin) - 5].split(".")
+    return labels[1] if len(labels) == 2 else None
 
 
 def encode_name(name: str) -> bytes:

@@ -1,7 +1,8 @@
 """Forwarding of names outside the cluster domain to upstream resolvers, with a small TTL-honouring cache.
 
-Each forwarded question is its own coroutine on its own ephemeral socket, so a slow upstream delays only the
-questions waiting for it. Upstreams are tried in order: UDP first, TCP when the UDP answer is truncated; a
+Each forwarded question is its own coroutine on its own ephemeral socket (opened in the namespace the
+server listens in: kubeplane.dns.upstream_sockets), so a slow upstream delays only the questions waiting
+for it. Upstreams are tried in order: UDP first, TCP when the UDP answer is truncated; a
 timeout, a socket error, an unparsable reply or SERVFAIL/REFUSED moves on to the next one. The cache keeps
 positive answers for their smallest TTL and negative ones (NXDOMAIN, NODATA) for the SOA's negative TTL
 (RFC 2308), both capped, and serves them with the TTLs counted down.
@@ -13,6 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+import socket
 import struct
 import time
 from collections import OrderedDict
@@ -20,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dnslib
+
+from kubeplane.dns.upstream_sockets import UpstreamSockets
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +95,12 @@ class Forwarder:
         timeout: float = DEFAULT_TIMEOUT,
         cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        sockets: UpstreamSockets | None = None,
     ) -> None:
+        """`sockets`: where upstream sockets come from (None: this process's namespace)."""
         self.upstreams = tuple(upstreams)
         self.timeout = timeout
+        self.sockets = sockets if sockets is not None else UpstreamSockets()
         self._cache: OrderedDict[tuple[str, int, int], _CacheEntry] = OrderedDict()
         self._cache_size = cache_size
         self._clock = clock
@@ -135,9 +142,10 @@ class Forwarder:
     async def _ask(self, upstream: Upstream, outgoing: dnslib.DNSRecord) -> dnslib.DNSRecord:
         wire = bytes(outgoing.pack())
         try:
-            reply = await asyncio.wait_for(_exchange_udp(upstream, wire, outgoing.header.id), self.timeout)
+            exchange = _exchange_udp(self.sockets, upstream, wire, outgoing.header.id)
+            reply = await asyncio.wait_for(exchange, self.timeout)
             if reply[2] & 0x02:  # TC: the full answer only fits over TCP
-                reply = await asyncio.wait_for(_exchange_tcp(upstream, wire), self.timeout)
+                reply = await asyncio.wait_for(_exchange_tcp(self.sockets, upstream, wire), self.timeout)
             response = dnslib.DNSRecord.parse(reply)
         except TimeoutError as error:
             raise UpstreamError("timeout") from error
@@ -221,11 +229,15 @@ class _ReplyCatcher(asyncio.DatagramProtocol):
             self.reply.set_exception(exc)
 
 
-async def _exchange_udp(upstream: Upstream, wire: bytes, query_id: int) -> bytes:
+async def _exchange_udp(sockets: UpstreamSockets, upstream: Upstream, wire: bytes, query_id: int) -> bytes:
     loop = asyncio.get_running_loop()
-    transport, catcher = await loop.create_datagram_endpoint(
-        lambda: _ReplyCatcher(query_id), remote_addr=(upstream.host, upstream.port)
-    )
+    sock = await sockets.open(_family(upstream), socket.SOCK_DGRAM)
+    try:
+        sock.connect((upstream.host, upstream.port))
+        transport, catcher = await loop.create_datagram_endpoint(lambda: _ReplyCatcher(query_id), sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
         transport.sendto(wire)
         return await catcher.reply
@@ -233,8 +245,14 @@ async def _exchange_udp(upstream: Upstream, wire: bytes, query_id: int) -> bytes
         transport.close()
 
 
-async def _exchange_tcp(upstream: Upstream, wire: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+async def _exchange_tcp(sockets: UpstreamSockets, upstream: Upstream, wire: bytes) -> bytes:
+    sock = await sockets.open(_family(upstream), socket.SOCK_STREAM)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (upstream.host, upstream.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
         writer.write(struct.pack("!H", len(wire)) + wire)
         await writer.drain()
@@ -244,3 +262,7 @@ async def _exchange_tcp(upstream: Upstream, wire: bytes) -> bytes:
         raise OSError("connection closed mid-reply") from error
     finally:
         writer.close()
+
+
+def _family(upstream: Upstream) -> int:
+    return socket.AF_INET6 if ":" in upstream.host else socket.AF_INET

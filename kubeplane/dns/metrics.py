@@ -34,6 +34,7 @@ class FastCounts:
         self.family = family
         self.answers: dict[int, int] = {}
         self.durations: dict[int, list[float]] = {}  # qtype -> bucket counts + [sum]
+        self.packed: dict[int, int] = {}  # those of `answers` packed on first use: cache misses, not hits
 
     def buckets_for(self, qtype: int) -> list[float]:
         """The duration histogram of `qtype`: one count per bucket, then +Inf, then the sum."""
@@ -95,8 +96,11 @@ class DnsMetrics(Collector):
         responses_by_key = dict(self._responses)
         durations_by_key = {key: list(counts) for key, counts in self._durations.items()}
         cache_hits = dict(self._cache_hits)
+        cache_misses = self._cache_misses
         zone = self.cluster_zone
         for fast in self._fast:
+            packed = dict(fast.packed)
+            cache_misses += sum(packed.values())
             for stat_key, count in list(fast.answers.items()):
                 type_name = TYPE_NAMES.get(stat_key >> 8, "other")
                 rcode = RCODE_NAMES.get((stat_key >> 1) & 0x7F, "other")
@@ -104,13 +108,15 @@ class DnsMetrics(Collector):
                 requests_by_key[request_key] = requests_by_key.get(request_key, 0) + count
                 response_key = (zone, rcode, "kubernetes")
                 responses_by_key[response_key] = responses_by_key.get(response_key, 0) + count
-                cache_hits["denial" if stat_key & 1 else "success"] += count
+                cache_hits["denial" if stat_key & 1 else "success"] += count - packed.get(stat_key, 0)
             for qtype, counts in list(fast.durations.items()):
                 merged_key = (zone, TYPE_NAMES.get(qtype, "other"))
                 merged = durations_by_key.setdefault(merged_key, [0.0] * len(counts))
                 for index, value in enumerate(counts):
                     merged[index] += value
-        yield from self._families(requests_by_key, responses_by_key, durations_by_key, cache_hits)
+        yield from self._families(
+            requests_by_key, responses_by_key, durations_by_key, cache_hits, cache_misses
+        )
 
     def _families(
         self,
@@ -118,6 +124,7 @@ class DnsMetrics(Collector):
         responses_by_key: dict[tuple[str, str, str], int],
         durations_by_key: dict[tuple[str, str], list[float]],
         cache_hits: dict[str, int],
+        cache_misses: int,
     ) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "coredns_dns_requests",
@@ -157,5 +164,5 @@ class DnsMetrics(Collector):
         misses = CounterMetricFamily(
             "coredns_cache_misses", "The count of cache misses.", labels=["server", "zones", "view"]
         )
-        misses.add_metric([self.server, ".", ""], self._cache_misses)
+        misses.add_metric([self.server, ".", ""], cache_misses)
         yield misses

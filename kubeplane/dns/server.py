@@ -1,51 +1,45 @@
-"""The cluster DNS server: asyncio UDP and TCP on one address, a packed-answer fast path, forwarding.
+"""The cluster DNS server: UDP and TCP on one address, a packed-answer fast path, forwarding.
 
-UDP queries for cluster names are answered in the socket's readiness callback, which reads the socket dry:
-a query seen before (same bytes but the id) gets its stored response with the id patched in; otherwise the
-question is parsed by hand, the lowercased question looked up in the current AnswerTable, and id, flags and
-the question's spelling are patched into the template. Everything else (misses, malformed packets,
-forwarding, CNAME chasing) runs as its own task, so a slow upstream never holds up other queries.
-`update(cluster)` builds a new zone and table and swaps them in one assignment. Errors in handling one packet
-are logged and answered with FORMERR or dropped; they never stop the server.
+UDP queries for cluster names are answered by a thread per socket (kubeplane.dns.udp): a query seen before
+(same bytes but the id) gets its stored response with the id patched in; otherwise the question is parsed
+by hand, the lowercased question looked up in the current AnswerTable (packed there on first use), and id,
+flags, DO bit and the question's spelling are patched into the template. TCP is served on the event loop
+through the same table. Everything else (malformed packets, forwarding, CNAME chasing) runs on the loop as
+a task of its own (kubeplane.dns.slow_path), so a slow upstream never holds up other queries. `update` and
+`apply` bring zone and table to a new cluster incrementally (kubeplane.dns.updates). Errors in handling one
+packet are logged and answered with FORMERR or dropped; they never stop the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import struct
 import time
-from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import dnslib
 from prometheus_client import CollectorRegistry
 
-from kubeplane.dns.answers import AnswerTable
 from kubeplane.dns.forward import Forwarder, Upstream, parse_upstream
-from kubeplane.dns.lookup import FORMERR, NOTIMP, REFUSED, SERVFAIL, Answer, lookup
-from kubeplane.dns.metrics import DURATION_BUCKETS, DnsMetrics, FastCounts
-from kubeplane.dns.wire import (
-    PLAIN_UDP_LIMIT,
-    TCP_LIMIT,
-    error_response,
-    pack_reply,
-    parse_question,
-    question_bounds,
-    truncated_response,
-)
-from kubeplane.dns.zone import Zone, build_zone
+from kubeplane.dns.lookup import SERVFAIL
+from kubeplane.dns.metrics import DnsMetrics, FastCounts
+from kubeplane.dns.slow_path import Reply, SlowPath, qtype_of
+from kubeplane.dns.udp import UdpResponder
+from kubeplane.dns.updates import PreparedUpdate, ZoneUpdater
+from kubeplane.dns.upstream_sockets import UpstreamSockets
+from kubeplane.dns.wire import error_response
+from kubeplane.dns.zone import Zone
 from kubeplane.model.objects import Cluster
+from kubeplane.store import ChangeSet, ObjectChange
 
 log = logging.getLogger(__name__)
 
-UDP_BATCH = 64  # datagrams read per readiness event before yielding to other callbacks
-UDP_RECEIVE_SIZE = 4096
 MAX_IN_FLIGHT = 1024  # slow-path tasks; beyond this, queries are dropped as an overloaded resolver does
 TCP_IDLE_TIMEOUT = 10.0
-BADVERS = 16
+INLINE_CHANGES = 64  # change sets up to this many objects are prepared on the loop, larger ones in a thread
 
 
 class ServerStateError(RuntimeError):
@@ -53,11 +47,13 @@ class ServerStateError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class _Reply:
-    wire: bytes | None
-    rcode: int
-    zone: str
-    plugin: str
+class UpdateTiming:
+    """What the last zone update cost: preparing it (wherever that ran) and installing it on the loop."""
+
+    prepare_seconds: float
+    install_seconds: float
+    names_changed: int  # names whose answers were recomputed (all of them when `full`)
+    full: bool
 
 
 class DnsServer:
@@ -71,40 +67,102 @@ class DnsServer:
         registry: CollectorRegistry | None = None,
         forward_timeout: float = 2.0,
     ) -> None:
-        self._explicit_upstreams = None if upstreams is None else tuple(parse_upstream(u) for u in upstreams)
+        explicit = None if upstreams is None else tuple(parse_upstream(u) for u in upstreams)
+        self._updater = ZoneUpdater(explicit)
         self._forward_timeout = forward_timeout
-        self._forwarder: Forwarder | None = None
         self.metrics = DnsMetrics(registry)
+        self._slow_path = SlowPath(self.metrics)
+        self._upstream_sockets = UpstreamSockets()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._udp: _UdpResponder | None = None
+        self._udp: UdpResponder | None = None
         self._tcp: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
-        self.update(cluster)
+        self.last_update: UpdateTiming | None = None
+        self._install(self._updater.build(cluster))
 
     @property
     def zone(self) -> Zone:
         return self.table.zone
 
-    def update(self, cluster: Cluster) -> None:
-        """Rebuild the zone and its answer table from `cluster` and swap them in (exact invalidation).
+    def update(self, cluster: Cluster, changes: Sequence[ObjectChange] | None = None) -> None:
+        """Bring zone and answers to `cluster`, rebuilding only what differs from the last update
+        (`changes` says what, as a store change set does; None: diffed here). Exact invalidation.
 
-        Safe to run in a worker thread (`asyncio.to_thread`): everything is built aside and published by
-        plain attribute assignments, which the serving loop picks up at its next batch of packets.
+        Safe in a worker thread (`asyncio.to_thread`): the update is computed there, installed by the serving
+        loop (the UDP threads see it from their next packet on), and this returns once it is served. One
+        update at a time.
         """
-        upstreams = self._explicit_upstreams
-        if upstreams is None:
-            upstreams = tuple(parse_upstream(u) for u in cluster.kubeplane_config.upstream_resolvers)
-        self._set_upstreams(upstreams)
-        self.cluster = cluster
-        zone = build_zone(cluster, serial=int(time.time()) & 0xFFFFFFFF)
-        self.table = AnswerTable(zone, chase_upstream=self._forwarder is not None)
+        prepared = self._updater.prepare(cluster, changes)
+        if prepared is None:  # nothing differs: serve on, but diff the next update against this snapshot
+            self.cluster = cluster
+            return
+        loop = self._loop
+        if loop is None or not loop.is_running() or _running_loop() is loop:
+            self._install(prepared)
+            return
+        installed: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def install() -> None:
+            try:
+                self._install(prepared)
+            except Exception as error:  # handed to the waiting caller, who raises it
+                installed.set_exception(error)
+            else:
+                installed.set_result(None)
+
+        loop.call_soon_threadsafe(install)
+        installed.result()
+
+    async def apply(self, change_set: ChangeSet) -> None:
+        """`update` for a store change set, from the serving loop: a few changes are computed right here
+        (milliseconds), more (a first state, a configuration change) in a worker thread."""
+        changes = change_set.changes if change_set.previous is self.cluster else None
+        small = changes is not None and len(changes) <= INLINE_CHANGES
+        if small and not change_set.of_kind("KubeplaneConfiguration"):
+            prepared = self._updater.prepare(change_set.cluster, changes)
+        else:
+            prepared = await asyncio.to_thread(self._updater.prepare, change_set.cluster, changes)
+        if prepared is not None:
+            self._install(prepared)
+        else:
+            self.cluster = change_set.cluster
+
+    def _install(self, prepared: PreparedUpdate) -> None:
+        """Serve `prepared` from now on; runs on the serving loop (or before the server starts)."""
+        started = time.perf_counter()
+        self._set_upstreams(prepared.upstreams)
+        if prepared.table is not None:
+            self.table = prepared.table
+        else:
+            self.table.apply(prepared.delta, prepared.packed)
+        self.cluster = prepared.cluster
+        zone = prepared.delta.zone
         self.metrics.cluster_zone = zone.origin
-        log.info("dns zone built names=%d upstreams=%d", len(zone.records), len(upstreams))
+        self.last_update = UpdateTiming(
+            prepared.seconds,
+            time.perf_counter() - started,
+            len(prepared.delta.affected_names),
+            prepared.delta.full,
+        )
+        log.info(
+            "dns zone updated names=%d names_changed=%d full=%s prepare_seconds=%.4f install_seconds=%.4f",
+            len(zone.records),
+            self.last_update.names_changed,
+            self.last_update.full,
+            self.last_update.prepare_seconds,
+            self.last_update.install_seconds,
+        )
 
     def _set_upstreams(self, upstreams: tuple[Upstream, ...]) -> None:
-        if self._forwarder is not None and self._forwarder.upstreams == upstreams:
+        current = self._slow_path.forwarder
+        if current is not None and current.upstreams == upstreams:
             return
-        self._forwarder = Forwarder(upstreams, timeout=self._forward_timeout) if upstreams else None
+        self._slow_path.forwarder = (
+            Forwarder(upstreams, timeout=self._forward_timeout, sockets=self._upstream_sockets)
+            if upstreams
+            else None
+        )
 
     async def start(
         self,
@@ -123,7 +181,12 @@ class DnsServer:
             udp_sock, tcp_sock = _bound_socket_pair(host, port)
         elif udp_sock is None or tcp_sock is None:
             raise ServerStateError("pass both udp_sock and tcp_sock, or neither")
-        self._udp = _UdpResponder(self, udp_sock)
+        self._loop = asyncio.get_running_loop()
+        self._upstream_sockets = UpstreamSockets(like=udp_sock)  # forward from where we listen
+        if self._slow_path.forwarder is not None:
+            self._slow_path.forwarder.sockets = self._upstream_sockets
+        udp_counts = self.metrics.fast_counts("udp", _family_label(udp_sock))
+        self._udp = UdpResponder(self, udp_sock, udp_counts)
         tcp_counts = self.metrics.fast_counts("tcp", _family_label(tcp_sock))
         self._tcp = await asyncio.start_server(
             lambda r, w: self._serve_tcp_connection(r, w, tcp_counts), sock=tcp_sock
@@ -145,6 +208,7 @@ class DnsServer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._upstream_sockets.close()
 
     async def __aenter__(self) -> DnsServer:
         await self.start()
@@ -162,10 +226,21 @@ class DnsServer:
             return hit[0]
         return await self._respond_slow(query, True, counts.family, started)
 
-    def spawn_slow(
-        self, query: bytes, addr: tuple[str | int, ...], responder: _UdpResponder, started: float
+    def hand_over(
+        self, query: bytes, addr: tuple[str | int, ...], responder: UdpResponder, started: float
     ) -> None:
-        """Answer a UDP query the table missed in a task of its own, so nothing waits for it."""
+        """From a UDP thread: answer a query the table missed on the loop, in a task of its own."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._spawn_slow, query, addr, responder, started)
+        except RuntimeError:  # the loop has closed: the server is going away
+            log.debug("dns query dropped reason=stopped client=%s", addr[0])
+
+    def _spawn_slow(
+        self, query: bytes, addr: tuple[str | int, ...], responder: UdpResponder, started: float
+    ) -> None:
         if len(self._tasks) >= MAX_IN_FLIGHT:
             log.debug("dns query dropped reason=overload client=%s", addr[0])
             return
@@ -174,7 +249,7 @@ class DnsServer:
         task.add_done_callback(self._tasks.discard)
 
     async def _udp_slow(
-        self, query: bytes, addr: tuple[str | int, ...], responder: _UdpResponder, started: float
+        self, query: bytes, addr: tuple[str | int, ...], responder: UdpResponder, started: float
     ) -> None:
         wire = await self._respond_slow(query, False, responder.family, started)
         if wire is not None:
@@ -182,83 +257,21 @@ class DnsServer:
 
     async def _respond_slow(self, query: bytes, via_tcp: bool, family: str, started: float) -> bytes | None:
         try:
-            reply = await self._answer(query, via_tcp)
+            reply = await self._slow_path.answer(self.table, query, via_tcp)
         except Exception:
             log.exception("dns query failed size=%d", len(query))
-            reply = _Reply(error_response(query, SERVFAIL), SERVFAIL, ".", "")
+            reply = Reply(error_response(query, SERVFAIL), SERVFAIL, ".", "")
         if reply.wire is not None:
             self.metrics.observe(
                 reply.zone,
                 "tcp" if via_tcp else "udp",
                 family,
-                _qtype_of(query),
+                qtype_of(query),
                 reply.rcode,
                 reply.plugin,
                 time.perf_counter() - started,
             )
         return reply.wire
-
-    async def _answer(self, query: bytes, via_tcp: bool) -> _Reply:
-        table = self.table
-        origin = table.zone.origin
-        question = parse_question(query)
-        if question is not None:
-            computed = table.compute(question)
-            if computed is not None and computed.template is not None:
-                self.metrics.cache_miss()
-                wire = computed.template.render(query, question.end)
-                if not via_tcp and len(wire) > question.payload:
-                    wire = truncated_response(query, question.end, question.edns)
-                return _Reply(wire, computed.template.rcode, origin, "kubernetes")
-        try:
-            parsed = dnslib.DNSRecord.parse(query)
-        except Exception:  # dnslib raises many unrelated types on garbage; all mean "malformed"
-            return _Reply(error_response(query, FORMERR), FORMERR, ".", "")
-        if parsed.header.qr:
-            return _Reply(None, 0, ".", "")
-        if parsed.header.opcode != 0:
-            return _Reply(error_response(query, NOTIMP), NOTIMP, ".", "")
-        options = [rr for rr in parsed.ar if rr.rtype == dnslib.QTYPE.OPT]
-        if len(parsed.questions) != 1 or len(options) > 1:
-            return _Reply(error_response(query, FORMERR), FORMERR, ".", "")
-        limit = TCP_LIMIT if via_tcp else PLAIN_UDP_LIMIT
-        if options:
-            if (options[0].ttl >> 16) & 0xFF:
-                return _Reply(_badvers(parsed), BADVERS, ".", "")
-            limit = TCP_LIMIT if via_tcp else max(PLAIN_UDP_LIMIT, options[0].rclass)
-        parsed.ar = []
-        answer = lookup(table.zone, str(parsed.q.qname), parsed.q.qtype) if parsed.q.qclass == 1 else None
-        if answer is not None:
-            self.metrics.cache_miss()
-            reply = await self._finish_in_zone(parsed, answer)
-            return _Reply(_fit(reply, bool(options), limit), reply.header.rcode, origin, "kubernetes")
-        if self._forwarder is None:
-            refused = parsed.reply(ra=1, aa=0)
-            refused.header.rcode = REFUSED
-            return _Reply(_fit(refused, bool(options), limit), REFUSED, ".", "")
-        result = await self._forwarder.resolve(parsed)
-        if result is None:
-            failed = parsed.reply(ra=1, aa=0)
-            failed.header.rcode = SERVFAIL
-            return _Reply(_fit(failed, bool(options), limit), SERVFAIL, ".", "forward")
-        if result.from_cache:
-            self.metrics.cache_hit(result.response.header.rcode, not result.response.rr)
-        else:
-            self.metrics.cache_miss()
-        return _Reply(
-            _fit(result.response, bool(options), limit), result.response.header.rcode, ".", "forward"
-        )
-
-    async def _finish_in_zone(self, parsed: dnslib.DNSRecord, answer: Answer) -> dnslib.DNSRecord:
-        """Pack an in-zone answer, first resolving an external CNAME target upstream when one is set up."""
-        if answer.chase is None or self._forwarder is None:
-            return pack_reply(parsed, answer)
-        target = dnslib.DNSRecord(
-            dnslib.DNSHeader(id=parsed.header.id), q=dnslib.DNSQuestion(answer.chase, parsed.q.qtype)
-        )
-        result = await self._forwarder.resolve(target)
-        extra = list(result.response.rr) if result is not None else []
-        return pack_reply(parsed, answer, extra)
 
     async def _serve_tcp_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: FastCounts
@@ -286,102 +299,16 @@ class DnsServer:
             writer.close()
 
 
-class _UdpResponder:
-    """Reads the UDP socket dry on each readiness event: table hits are answered right there, everything
-    else is handed to a task. Reading in a batch rather than one datagram per callback spares the event
-    loop's per-packet overhead, which otherwise costs more than answering."""
-
-    def __init__(self, server: DnsServer, sock: socket.socket) -> None:
-        self.server = server
-        self.sock = sock
-        self.family = _family_label(sock)
-        self.counts = server.metrics.fast_counts("udp", self.family)
-        sock.setblocking(False)
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(sock.fileno(), self.on_readable)
-
-    def on_readable(self) -> None:
-        server = self.server
-        table = server.table
-        seen, answer = table.seen_udp, table.answer
-        recvfrom, sendto = self.sock.recvfrom, self.sock.sendto
-        answers, durations = self.counts.answers, self.counts.durations
-        clock = time.perf_counter
-        for _ in range(UDP_BATCH):
-            try:
-                query, addr = recvfrom(UDP_RECEIVE_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:  # e.g. ICMP port unreachable reported for an earlier reply
-                log.debug("dns udp receive failed error=%s", error)
-                continue
-            started = clock()
-            try:
-                repeat = seen.get(query[2:])
-                if repeat is not None:
-                    sendto(query[:2] + repeat[0], addr)
-                    template = repeat[1]
-                else:
-                    hit = answer(query, False)
-                    if hit is None:
-                        server.spawn_slow(query, addr, self, started)
-                        continue
-                    sendto(hit[0], addr)
-                    template = hit[1]
-                # FastCounts.record written out: this loop is the whole cost of a cluster query.
-                stat_key = template.stat_key
-                answers[stat_key] = answers.get(stat_key, 0) + 1
-                buckets = durations.get(stat_key >> 8) or self.counts.buckets_for(stat_key >> 8)
-                elapsed = clock() - started
-                buckets[bisect_left(DURATION_BUCKETS, elapsed)] += 1
-                buckets[-1] += elapsed
-            except OSError as error:
-                log.debug("dns udp send failed client=%s error=%s", addr[0], error)
-            except Exception:
-                log.exception("dns udp packet failed size=%d", len(query))
-
-    def send(self, wire: bytes, addr: tuple[str | int, ...]) -> None:
-        try:
-            self.sock.sendto(wire, addr)
-        except OSError as error:
-            log.debug("dns udp send failed client=%s error=%s", addr[0], error)
-
-    def close(self) -> None:
-        self._loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-
-
-def _qtype_of(query: bytes) -> int:
-    """The question type of a plain query, or 0 (counted as "other") when there is no plain question."""
-    bounds = question_bounds(query)
-    return (query[bounds[0] + 1] << 8) | query[bounds[0] + 2] if bounds is not None else 0
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _family_label(sock: socket.socket) -> str:
     """CoreDNS's `family` label: 1 for IPv4, 2 for IPv6."""
     return "2" if sock.family == socket.AF_INET6 else "1"
-
-
-def _fit(reply: dnslib.DNSRecord, edns: bool, limit: int) -> bytes:
-    """Pack `reply` (adding our OPT when the query had one); if over `limit`, an empty reply with TC."""
-    if edns:
-        reply.add_ar(dnslib.EDNS0(udp_len=1232))
-    wire = bytes(reply.pack())
-    if len(wire) <= limit:
-        return wire
-    truncated = dnslib.DNSRecord(reply.header, questions=reply.questions)
-    truncated.header.tc = 1
-    if edns:
-        truncated.add_ar(dnslib.EDNS0(udp_len=1232))
-    return bytes(truncated.pack())
-
-
-def _badvers(parsed: dnslib.DNSRecord) -> bytes:
-    """RFC 6891: an unknown EDNS version gets BADVERS (extended rcode 1 in the OPT, header rcode 0)."""
-    reply = parsed.reply(ra=1, aa=0)
-    reply.ar = []
-    reply.add_ar(dnslib.EDNS0(udp_len=1232, ext_rcode=BADVERS >> 4))
-    return bytes(reply.pack())
 
 
 def _bound_socket_pair(host: str, port: int, attempts: int = 8) -> tuple[socket.socket, socket.socket]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import dnslib
@@ -23,6 +22,8 @@ TCP_LIMIT = 65535
 OPT_TYPE = 41
 # Our OPT pseudo-record: root owner, type OPT, class = our payload size, no extended rcode/flags, no data.
 OPT_RECORD = b"\x00" + struct.pack("!HHIH", OPT_TYPE, OUR_UDP_PAYLOAD, 0, 0)
+OPT_FLAG_DO = 0x80  # DNSSEC OK: the high bit of the OPT record's flags, byte 7 of the record
+OPT_RECORD_DO = b"\x00" + struct.pack("!HHIH", OPT_TYPE, OUR_UDP_PAYLOAD, OPT_FLAG_DO << 8, 0)
 OPT_HEAD = b"\x00\x00" + bytes((OPT_TYPE,))  # root owner name, then type OPT
 FLAG_QR, FLAG_AA, FLAG_TC, FLAG_RD = 0x80, 0x04, 0x02, 0x01  # in byte 2 of the header
 FLAG_RA, FLAG_CD = 0x80, 0x10  # in byte 3
@@ -78,20 +79,39 @@ def parse_question(query: bytes) -> Question | None:
     return Question(key, end, qtype, payload != 0, payload or PLAIN_UDP_LIMIT)
 
 
-@dataclass(frozen=True, eq=False)
-class Template:
-    """A response minus the id and the question, with the header flags precomputed per RD/CD combination."""
+class Template(NamedTuple):
+    """A response minus the id and the question, with the header flags precomputed per RD/CD combination.
+
+    EDNS templates carry two tails, our OPT record with and without the DO bit: RFC 3225 has the responder
+    copy DO from the query. A negative answer ends with the zone's SOA, whose serial sits at `serial_at`
+    in both tails (-1: no SOA there), so a new serial is patched in without packing the answer again.
+    """
 
     headers: tuple[bytes, bytes, bytes, bytes]  # flags + counts, indexed by RD | CD << 1 of the query
-    tail: bytes  # everything after the question
+    tail: bytes  # everything after the question (with our OPT, DO clear, in an EDNS template)
+    tail_do: bytes  # the same with DO set in our OPT; equal to `tail` in a plain template
     rcode: int
     denial: bool  # NXDOMAIN or NODATA: what a cache counts as a denial rather than a success
     stat_key: int  # qtype << 8 | rcode << 1 | denial: what the metrics tally per answer
+    serial_at: int
 
     def render(self, query: bytes, end: int) -> bytes:
-        """The response to `query`, whose question ends at `end`: its id, RD/CD bits and question bytes."""
+        """The response to `query`, whose question ends at `end`: its id, RD/CD bits, question bytes and,
+        when it carries an OPT record (which starts at `end`), its DO bit."""
         index = (query[2] & FLAG_RD) | ((query[3] & FLAG_CD) >> 3)
-        return query[:2] + self.headers[index] + query[12:end] + self.tail
+        tail = self.tail_do if len(query) > end + 7 and query[end + 7] & OPT_FLAG_DO else self.tail
+        return query[:2] + self.headers[index] + query[12:end] + tail
+
+    def with_serial(self, serial: int) -> Template:
+        """This template with `serial` as the SOA serial (itself when it carries no SOA)."""
+        at = self.serial_at
+        if at < 0:
+            return self
+        value = serial.to_bytes(4, "big")
+        return self._replace(
+            tail=self.tail[:at] + value + self.tail[at + 4 :],
+            tail_do=self.tail_do[:at] + value + self.tail_do[at + 4 :],
+        )
 
 
 def make_template(packed: bytes, question_length: int, qtype: int, rcode: int, edns: bool) -> Template:
@@ -99,16 +119,23 @@ def make_template(packed: bytes, question_length: int, qtype: int, rcode: int, e
     flags2, flags3 = packed[2], packed[3]
     counts = bytearray(packed[4:12])
     tail = packed[12 + question_length :]
+    denial = rcode == 3 or counts[2:4] == b"\x00\x00"  # NXDOMAIN, or no answer records (NODATA)
+    # A negative answer (lookup's `_negative`) holds exactly the SOA, in authority: its serial is 20 bytes
+    # from the end (serial, refresh, retry, expire, minimum).
+    only_soa = counts[2:8] == b"\x00\x00\x00\x01\x00\x00"  # ancount 0, nscount 1, arcount 0
+    serial_at = len(tail) - 20 if denial and only_soa else -1
+    tail_do = tail
     if edns:
         struct.pack_into("!H", counts, 6, struct.unpack_from("!H", counts, 6)[0] + 1)
-        tail += OPT_RECORD
+        tail, tail_do = tail + OPT_RECORD, tail + OPT_RECORD_DO
     headers = tuple(
         bytes((flags2 | (index & FLAG_RD), flags3 | ((index >> 1) * FLAG_CD))) + bytes(counts)
         for index in range(4)
     )
-    denial = rcode == 3 or counts[0:2] == b"\x00\x00"
     stat_key = qtype << 8 | rcode << 1 | denial
-    return Template((headers[0], headers[1], headers[2], headers[3]), tail, rcode, denial, stat_key)
+    return Template(
+        (headers[0], headers[1], headers[2], headers[3]), tail, tail_do, rcode, denial, stat_key, serial_at
+    )
 
 
 def truncated_response(query: bytes, end: int, edns: bool) -> bytes:
@@ -116,7 +143,12 @@ def truncated_response(query: bytes, end: int, edns: bool) -> bytes:
     flags2 = FLAG_QR | FLAG_AA | FLAG_TC | (query[2] & FLAG_RD)
     flags3 = FLAG_RA | (query[3] & FLAG_CD)
     header = query[:2] + bytes((flags2, flags3)) + struct.pack("!HHHH", 1, 0, 0, 1 if edns else 0)
-    return header + query[12:end] + (OPT_RECORD if edns else b"")
+    return header + query[12:end] + (opt_record(bool(query[end + 7] & OPT_FLAG_DO)) if edns else b"")
+
+
+def opt_record(dnssec_ok: bool) -> bytes:
+    """Our OPT record, echoing the query's DO bit (RFC 3225)."""
+    return OPT_RECORD_DO if dnssec_ok else OPT_RECORD
 
 
 def error_response(query: bytes, rcode: int) -> bytes | None:
@@ -127,10 +159,18 @@ def error_response(query: bytes, rcode: int) -> bytes | None:
     return query[:2] + bytes((flags2, FLAG_RA | rcode)) + bytes(8)
 
 
+def reply_to(query: dnslib.DNSRecord, aa: bool) -> dnslib.DNSRecord:
+    """An empty reply with the query's id, question, opcode, RD and CD; AD is cleared, since we validate
+    nothing (RFC 6840 5.8), although dnslib's `reply` copies every flag of the query (dig sets AD)."""
+    reply = query.reply(ra=1, aa=int(aa))
+    reply.header.ad = 0
+    return reply
+
+
 def pack_reply(query: dnslib.DNSRecord, answer: Answer, extra: Sequence[dnslib.RR] = ()) -> dnslib.DNSRecord:
     """The reply to a fully parsed `query` (its id, flags and question as asked) carrying `answer`, plus
     `extra` answer records (an upstream's resolution of a CNAME target)."""
-    reply = query.reply(ra=1, aa=1)
+    reply = reply_to(query, aa=True)
     reply.header.rcode = answer.rcode
     for named in answer.answer:
         reply.add_answer(to_dnslib(named))

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import TypeVar
 
-from kubeplane.model.complete_services import complete_services
+from kubeplane.model.complete_services import FamilyMemo, complete_services
 from kubeplane.model.complete_topology import complete_nodes, complete_pods
 from kubeplane.model.errors import ErrorPlace, ManifestError, raise_if_any
 from kubeplane.model.objects import (
@@ -34,30 +34,34 @@ from kubeplane.model.parse_endpoints import MIRRORED_BY_LABEL, MIRRORING_CONTROL
 from kubeplane.model.parse_meta import DEFAULT_NAMESPACE
 
 DEFAULT_SERVICE_CIDR_NAME = "kubernetes"
+DEFAULT_SERVICE_CIDR_IPV6 = "fd00:10:96::/108"  # kind's and kubeadm's dual-stack examples use this range
 SYSTEM_NAMESPACE = "kube-system"
 _SINGLETON_KINDS = (KubeProxyConfiguration, KubeplaneConfiguration)
 
 T = TypeVar("T")
 
 
-def build_cluster(objects: Iterable[KubeObject], previous: Cluster | None = None) -> Cluster:
+def build_cluster(
+    objects: Iterable[KubeObject], previous: Cluster | None = None, memo: FamilyMemo | None = None
+) -> Cluster:
     """The completed snapshot of `objects`; raises `ManifestErrors` for problems between objects.
 
     `previous` (the last snapshot served) makes allocation sticky: a service, port or pod keeps the value it
     had there when that value is still free, so editing manifests never renumbers what did not change.
+    `memo`, kept by a caller that builds again on every change, makes those builds cheaper (same result).
     """
     errors: list[ManifestError] = []
     unique = _without_duplicates(objects, errors)
     proxy_config = next(_of(unique, KubeProxyConfiguration), KubeProxyConfiguration())
     kubeplane_config = next(_of(unique, KubeplaneConfiguration), KubeplaneConfiguration())
-    service_cidrs = tuple(sorted(_of(unique, ServiceCIDR), key=lambda c: c.meta.name)) or (
-        ServiceCIDR(ObjectMeta(name=DEFAULT_SERVICE_CIDR_NAME), (DEFAULT_SERVICE_CIDR,)),
-    )
     pods = list(_of(unique, Pod))
     nodes = complete_nodes(list(_of(unique, Node)), pods, proxy_config, errors)
+    service_cidrs = tuple(sorted(_of(unique, ServiceCIDR), key=lambda c: c.meta.name)) or (
+        _default_service_cidr(nodes),
+    )
     completed_pods = complete_pods(pods, nodes, previous, errors)
     services = complete_services(
-        list(_of(unique, Service)), service_cidrs, kubeplane_config.dns_service_ip, previous, errors
+        list(_of(unique, Service)), service_cidrs, kubeplane_config.dns_service_ip, previous, errors, memo
     )
     slices = _explicit_slices(unique)
     raise_if_any(errors)
@@ -71,6 +75,14 @@ def build_cluster(objects: Iterable[KubeObject], previous: Cluster | None = None
         proxy_config=proxy_config,
         kubeplane_config=replace(kubeplane_config, dns_service_ip=services.dns_service_ip),
     )
+
+
+def _default_service_cidr(nodes: Iterable[Node]) -> ServiceCIDR:
+    """The API server's default range, plus an IPv6 one when the nodes are dual-stack (an IPv6 podCIDR),
+    so a PreferDualStack Service gets both families without the user declaring a ServiceCIDR."""
+    dual_stack = any(":" in cidr for node in nodes for cidr in node.pod_cidrs)
+    cidrs = (DEFAULT_SERVICE_CIDR, DEFAULT_SERVICE_CIDR_IPV6) if dual_stack else (DEFAULT_SERVICE_CIDR,)
+    return ServiceCIDR(ObjectMeta(name=DEFAULT_SERVICE_CIDR_NAME), cidrs)
 
 
 def _of(objects: Iterable[KubeObject], kind: type[T]) -> Iterator[T]:

@@ -8,6 +8,7 @@ else its own explicit clusterIP, else the 10th address of the first ServiceCIDR 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +25,13 @@ DNS_ADDRESS_OFFSET = 10
 
 def _error(service: Service, field: str, message: str) -> ManifestError:
     return ManifestError(ErrorPlace.of(service.meta.source, "Service", service.meta.key), field, message)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_address(text: str) -> IPAddress:
+    """Cluster IPs are parsed again on every completion (every change the daemon serves); addresses are
+    immutable, so each text is parsed once."""
+    return ipaddress.ip_address(text)
 
 
 def _family(address: IPAddress) -> IPFamily:
@@ -52,8 +60,12 @@ def complete_services(
     dns_service_ip: str,
     previous: Cluster | None,
     errors: list[ManifestError],
+    memo: FamilyMemo | None = None,
 ) -> CompletedServices:
-    """Services in key order with families, clusterIPs and node ports filled; the DNS address chosen."""
+    """Services in key order with families, clusterIPs and node ports filled; the DNS address chosen.
+
+    `memo` (kept by a caller that completes the same objects again and again) saves re-copying Services
+    whose families were filled in before; the result is the same without it."""
     pools: dict[IPFamily, list[AddressPool]] = {}
     for cidr in service_cidrs:
         for text in cidr.cidrs:
@@ -63,11 +75,54 @@ def complete_services(
     primary = _family(first.network_address)
     ordered = sorted(services, key=lambda s: s.meta.key)
     dns_ip = _dns_address(dns_service_ip, ordered, first)
-    with_families = [_with_families(svc, pools, primary, errors) for svc in ordered]
+    with_families = (memo if memo is not None else FamilyMemo()).with_families(
+        ordered, pools, primary, errors
+    )
     _reserve_explicit(with_families, pools, dns_ip, errors)
     before = {svc.meta.key: svc for svc in previous.services} if previous else {}
     allocated = [_allocate_ips(svc, pools, dns_ip, before.get(svc.meta.key), errors) for svc in with_families]
     return CompletedServices(_allocate_node_ports(allocated, before, errors), str(dns_ip))
+
+
+class FamilyMemo:
+    """Services with their IP families filled in, remembered by input instance from one build to the next.
+
+    The daemon completes every Service on every change it serves, and filling in families copies each one;
+    but it completes mostly the same parsed instances again, so with one memo across builds a Service seen
+    before costs a lookup. An entry holds its input, so its id cannot be reused while it is remembered;
+    Services whose completion raised errors are not remembered (their errors must be reported again), and
+    a change of the ServiceCIDR families or of the primary family forgets everything. Mutable on purpose.
+    """
+
+    def __init__(self) -> None:
+        self._setting: tuple[frozenset[IPFamily], IPFamily] | None = None
+        self._done: dict[int, tuple[Service, Service]] = {}
+
+    def with_families(
+        self,
+        services: Sequence[Service],
+        pools: dict[IPFamily, list[AddressPool]],
+        primary: IPFamily,
+        errors: list[ManifestError],
+    ) -> list[Service]:
+        setting = (frozenset(pools), primary)
+        known = self._done if setting == self._setting else {}
+        done: dict[int, tuple[Service, Service]] = {}
+        completed: list[Service] = []
+        for service in services:
+            hit = known.get(id(service))
+            if hit is not None and hit[0] is service:
+                result = hit[1]
+            else:
+                errors_before = len(errors)
+                result = _with_families(service, pools, primary, errors)
+                if len(errors) > errors_before:
+                    completed.append(result)
+                    continue
+            done[id(service)] = (service, result)
+            completed.append(result)
+        self._setting, self._done = setting, done
+        return completed
 
 
 def _dns_address(configured: str, services: Sequence[Service], first: IPNetwork) -> IPAddress:
@@ -113,7 +168,7 @@ def _reserve_explicit(
     all_cidrs = ", ".join(str(pool.network) for family in pools.values() for pool in family)
     for service in services:
         for i, text in enumerate(service.cluster_ips):
-            address = ipaddress.ip_address(text)
+            address = _parse_address(text)
             pool = next((p for p in pools.get(_family(address), []) if p.contains(address)), None)
             if pool is None:
                 errors.append(
@@ -168,7 +223,7 @@ def _kept_or_new(
     key: str, pools: Sequence[AddressPool], earlier: Service | None, family: IPFamily
 ) -> IPAddress | None:
     for text in earlier.cluster_ips if earlier else ():
-        address = ipaddress.ip_address(text)
+        address = _parse_address(text)
         for pool in pools:
             if _family(address) == family and pool.contains(address) and not pool.is_taken(address):
                 pool.reserve(address)
@@ -233,6 +288,10 @@ def _fill_node_ports(
     except PoolExhausted as err:
         errors.append(_error(service, "spec.ports", f"cannot allocate a nodePort: {err}"))
         return service
+    if health == service.health_check_node_port and all(
+        new is old for new, old in zip(ports, service.ports, strict=True)
+    ):
+        return service  # nothing allocated (most services): skip the copy, completion runs on every change
     return replace(service, ports=ports, health_check_node_port=health)
 
 

@@ -3,8 +3,15 @@
 Defaults follow the lab's addressing plan: the i-th node (in name order) without an InternalIP gets
 198.51.100.<2+i>, without a podCIDR the i-th /24 of the cluster CIDR (10.244.<1+i>.0/24), skipping
 values other nodes already hold. Pods without nodeName are placed by a stable hash of `ns/name` over the
-sorted nodes; pods without an IP get one from their node's podCIDR, from .2 on (.1 is the node's side of
-the pod link). A snapshot passed as `previous` keeps each pod's earlier node and IP when still possible.
+sorted nodes; pods without an IP get one from each of their node's podCIDRs, from .2 on (.1 is the node's side
+of the pod link). A snapshot passed as `previous` keeps each pod's earlier node and IP when still possible.
+
+Dual-stack pods: when KubeProxyConfiguration.clusterCIDR holds an IPv6 CIDR, or some Node declares an IPv6
+podCIDR, every node also gets an IPv6 podCIDR (the i-th /64 of that CIDR, default fd00:10:244::/56, as
+kube-controller-manager's `--node-cidr-mask-size-ipv6=64` cuts it: fd00:10:244:<1+i>::/64) and an IPv6
+InternalIP (2001:db8:100::<2+i>, documentation space, echoing 198.51.100.0/24), each unless already given.
+IPv6 pod addresses come from the first 256 addresses of the node's /64 (::2 on), as host-local IPAM hands
+them out in order, so they stay short. IPv4-only clusters are completed exactly as before.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ NODE_ADDRESS_BASE = ipaddress.IPv4Address("198.51.100.0")
 NODE_ADDRESS_FIRST = 2
 NODE_POD_PREFIX = 24
 FIRST_POD_ADDRESS_OFFSET = 2
+DEFAULT_IPV6_POD_CIDR = "fd00:10:244::/56"
+NODE_IPV6_ADDRESS_BASE = ipaddress.IPv6Address("2001:db8:100::")
+NODE_IPV6_POD_PREFIX = 64
+IPV6_POD_POOL_PREFIX = 120  # pods are numbered within the first /120 of a node's IPv6 podCIDR
 
 
 def _error(obj: Node | Pod, field: str, message: str) -> ManifestError:
@@ -48,6 +59,7 @@ def complete_nodes(
     used_ips = _unique_values(ordered, lambda n: n.internal_ips, "status.addresses", "InternalIP", errors)
     used_cidrs = _unique_values(ordered, lambda n: n.pod_cidrs, "spec.podCIDRs", "podCIDR", errors)
     subnets = _pod_subnets(proxy)
+    ipv6_subnets = _ipv6_pod_subnets(proxy, ordered)
     filled: list[Node] = []
     for i, node in enumerate(ordered):
         addresses = node.addresses
@@ -64,6 +76,9 @@ def complete_nodes(
                 number += 1
             used_cidrs.add(str(_subnet(subnets, number)))
             pod_cidrs = (str(_subnet(subnets, number)),)
+        if ipv6_subnets is not None:
+            addresses = _with_ipv6_internal_ip(addresses, i, used_ips)
+            pod_cidrs = _with_ipv6_pod_cidr(pod_cidrs, ipv6_subnets, i, used_cidrs)
         filled.append(replace(node, addresses=addresses, pod_cidrs=pod_cidrs))
     return tuple(filled)
 
@@ -95,10 +110,66 @@ def _pod_subnets(proxy: KubeProxyConfiguration) -> IPNetwork:
     return ipaddress.ip_network(DEFAULT_POD_CIDR)
 
 
-def _subnet(cluster_cidr: IPNetwork, number: int) -> IPNetwork:
-    size = 1 << (cluster_cidr.max_prefixlen - NODE_POD_PREFIX)
+def _subnet(cluster_cidr: IPNetwork, number: int, prefix: int = NODE_POD_PREFIX) -> IPNetwork:
+    size = 1 << (cluster_cidr.max_prefixlen - prefix)
     base = int(cluster_cidr.network_address) + number * size
-    return ipaddress.ip_network((base, NODE_POD_PREFIX))
+    return ipaddress.ip_network((base, prefix))
+
+
+def _is_ipv6(text: str) -> bool:
+    return ipaddress.ip_network(text, strict=False).version == 6
+
+
+def _ipv6_pod_subnets(proxy: KubeProxyConfiguration, nodes: Sequence[Node]) -> IPNetwork | None:
+    """The IPv6 cluster CIDR nodes' IPv6 podCIDRs are cut from, or None for an IPv4-only cluster.
+
+    A cluster has IPv6 pods when kube-proxy's clusterCIDR names an IPv6 CIDR (used when it is wider than a
+    /64) or when a Node declares an IPv6 podCIDR (then the rest are cut from fd00:10:244::/56)."""
+    declared = [ipaddress.ip_network(t, strict=False) for t in proxy.cluster_cidr.split(",") if t]
+    ipv6 = [n for n in declared if n.version == 6]
+    if not ipv6 and not any(_is_ipv6(c) for node in nodes for c in node.pod_cidrs):
+        return None
+    if ipv6 and ipv6[0].prefixlen < NODE_IPV6_POD_PREFIX:
+        return ipv6[0]
+    return ipaddress.ip_network(DEFAULT_IPV6_POD_CIDR)
+
+
+def _with_ipv6_internal_ip(
+    addresses: tuple[NodeAddress, ...], index: int, used_ips: set[str]
+) -> tuple[NodeAddress, ...]:
+    """`addresses` with a default IPv6 InternalIP after the IPv4 ones, unless it has one already."""
+    internal = [a for a in addresses if a.type == "InternalIP"]
+    if any(ipaddress.ip_address(a.address).version == 6 for a in internal):
+        return addresses
+    offset = NODE_ADDRESS_FIRST + index
+    while str(NODE_IPV6_ADDRESS_BASE + offset) in used_ips:
+        offset += 1
+    address = str(NODE_IPV6_ADDRESS_BASE + offset)
+    used_ips.add(address)
+    others = [a for a in addresses if a.type != "InternalIP"]
+    return (*internal, NodeAddress("InternalIP", address), *others)
+
+
+def _with_ipv6_pod_cidr(
+    pod_cidrs: tuple[str, ...], subnets: IPNetwork, index: int, used_cidrs: set[str]
+) -> tuple[str, ...]:
+    """`pod_cidrs` with the node's default IPv6 /64 after the IPv4 one, unless it has an IPv6 podCIDR."""
+    if any(_is_ipv6(c) for c in pod_cidrs):
+        return pod_cidrs
+    number = 1 + index
+    while str(_subnet(subnets, number, NODE_IPV6_POD_PREFIX)) in used_cidrs:
+        number += 1
+    cidr = str(_subnet(subnets, number, NODE_IPV6_POD_PREFIX))
+    used_cidrs.add(cidr)
+    return (*pod_cidrs, cidr)
+
+
+def _pod_pool(cidr: str) -> AddressPool:
+    """Where pods of one podCIDR get addresses: the whole IPv4 range; the first /120 of an IPv6 one."""
+    network = ipaddress.ip_network(cidr)
+    if network.version == 6 and network.prefixlen < IPV6_POD_POOL_PREFIX:
+        network = next(network.subnets(new_prefix=IPV6_POD_POOL_PREFIX))
+    return AddressPool(network, FIRST_POD_ADDRESS_OFFSET)
 
 
 def complete_pods(
@@ -118,12 +189,7 @@ def complete_pods(
             errors.append(_error(pod, "spec.nodeName", f"node {pod.node_name!r} not found (nodes: {known})"))
             continue
         placed.append(replace(pod, node_name=pod.node_name or _place(pod, nodes, before)))
-    pools = {
-        node.meta.name: [
-            AddressPool(ipaddress.ip_network(c), FIRST_POD_ADDRESS_OFFSET) for c in node.pod_cidrs
-        ]
-        for node in nodes
-    }
+    pools = {node.meta.name: [_pod_pool(c) for c in node.pod_cidrs] for node in nodes}
     owners: dict[str, Pod] = {}
     for pod in placed:
         if pod.host_network:

@@ -228,10 +228,14 @@ class ServiceCIDR:
 
 @dataclass(frozen=True)
 class SyncPeriods:
-    """kube-proxy's per-mode bounded-frequency runner settings, in seconds."""
+    """kube-proxy's per-mode bounded-frequency runner settings, in seconds.
+
+    `min_sync_period` None means the configuration does not set it: kube-proxy then uses 1 s, the kubeplane
+    daemon its own, much shorter default. An explicit value, 1 s included, is honoured as given.
+    """
 
     sync_period: float = 30.0
-    min_sync_period: float = 1.0
+    min_sync_period: float | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,9 @@ class KubeProxyConfiguration:
     detect_local_mode: Literal["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"] = (
         "ClusterCIDR"
     )
+    # detectLocal.bridgeInterface / .interfaceNamePrefix: what the interface modes match traffic from pods by
+    detect_local_bridge_interface: str = ""
+    detect_local_interface_name_prefix: str = ""
     node_port_addresses: tuple[str, ...] = ()  # () = kube-proxy's default: all local addresses
     masquerade_all: bool = False
     masquerade_bit: int = 14

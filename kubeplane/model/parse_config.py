@@ -3,7 +3,8 @@
 `kubeproxy.config.k8s.io/v1alpha1 KubeProxyConfiguration` fields honoured (others kube-proxy knows are
 accepted silently, anything else is warned about):
   mode (iptables | ipvs | nftables; "" = iptables), clusterCIDR (comma-separated, one per family),
-  detectLocalMode, nodePortAddresses (CIDRs or "primary"), syncPeriod/minSyncPeriod (defaults for all modes),
+  detectLocalMode, detectLocal.{bridgeInterface, interfaceNamePrefix} (the one its mode uses is required),
+  nodePortAddresses (CIDRs or "primary"), syncPeriod/minSyncPeriod (defaults for all modes),
   iptables.{masqueradeAll, masqueradeBit, syncPeriod, minSyncPeriod},
   ipvs.{scheduler, strictARP, syncPeriod, minSyncPeriod}, nftables.{masqueradeAll, masqueradeBit, syncPeriod,
   minSyncPeriod}, conntrack.{maxPerCore, min, tcpEstablishedTimeout, tcpCloseWaitTimeout, udpTimeout,
@@ -60,8 +61,9 @@ _PROCESS_FIELDS = (
     "oomScoreAdj",
     "configSyncPeriod",
     "portRange",
-    "detectLocal",
 )
+# Linux interface names hold at most 15 characters (IFNAMSIZ - 1); iptables counts a prefix's `+` among them.
+IFNAME_MAX = 15
 
 
 def parse_kube_proxy_configuration(doc: Fields, meta: ObjectMeta) -> tuple[KubeProxyConfiguration, ...]:
@@ -83,11 +85,15 @@ def parse_kube_proxy_configuration(doc: Fields, meta: ObjectMeta) -> tuple[KubeP
     scheduler = ipvs.text("scheduler") or "rr"
     if scheduler not in IPVS_SCHEDULERS:
         ipvs.error("scheduler", f"must be one of {', '.join(IPVS_SCHEDULERS)}, got {scheduler!r}")
+    detect_local_mode = _enum_or_default(doc, "detectLocalMode", DETECT_LOCAL_MODES, "ClusterCIDR")
+    bridge_interface, interface_prefix = _detect_local(doc.section("detectLocal"), detect_local_mode)
     config = KubeProxyConfiguration(
         meta=meta,
         mode=mode,
         cluster_cidr=_cluster_cidr(doc),
-        detect_local_mode=_enum_or_default(doc, "detectLocalMode", DETECT_LOCAL_MODES, "ClusterCIDR"),
+        detect_local_mode=detect_local_mode,
+        detect_local_bridge_interface=bridge_interface,
+        detect_local_interface_name_prefix=interface_prefix,
         node_port_addresses=_node_port_addresses(doc),
         masquerade_all=masquerade_all,
         masquerade_bit=14 if masquerade_bit is None else masquerade_bit,
@@ -120,9 +126,35 @@ def _sync_periods(section: Fields, defaults: SyncPeriods) -> SyncPeriods:
         sync_period=defaults.sync_period if sync_period is None else sync_period,
         min_sync_period=defaults.min_sync_period if min_sync_period is None else min_sync_period,
     )
-    if periods.min_sync_period > periods.sync_period:
+    if periods.min_sync_period is not None and periods.min_sync_period > periods.sync_period:
         section.error("minSyncPeriod", "must not be greater than syncPeriod")
     return periods
+
+
+def _detect_local(section: Fields, mode: DetectLocalMode) -> tuple[str, str]:
+    """detectLocal's bridgeInterface and interfaceNamePrefix. As kube-proxy validates, the one that
+    `mode` uses must be set; both must be names iptables accepts (`-i NAME` / `-i PREFIX+`)."""
+    bridge = _interface_name(section, "bridgeInterface", IFNAME_MAX)
+    prefix = _interface_name(section, "interfaceNamePrefix", IFNAME_MAX - 1)
+    section.finish()
+    for needed_by, name, value in (
+        ("BridgeInterface", "bridgeInterface", bridge),
+        ("InterfaceNamePrefix", "interfaceNamePrefix", prefix),
+    ):
+        if mode == needed_by and not value:
+            section.error(name, f"must be set when detectLocalMode is {needed_by}")
+    return bridge, prefix
+
+
+def _interface_name(section: Fields, name: str, longest: int) -> str:
+    text = section.text(name) or ""
+    if len(text) > longest:
+        section.error(name, f"must be at most {longest} characters, got {text!r}")
+        return ""
+    if any(c.isspace() or c in "/:!" for c in text):
+        section.error(name, f"must be an interface name (no spaces, '/', ':' or '!'), got {text!r}")
+        return ""
+    return text
 
 
 def _cluster_cidr(doc: Fields) -> str:

@@ -210,10 +210,12 @@ def _service_cidr(obj: ServiceCIDR) -> Manifest:
 
 
 def _periods(periods: SyncPeriods) -> Manifest:
-    return {
-        "syncPeriod": format_duration(periods.sync_period),
-        "minSyncPeriod": format_duration(periods.min_sync_period),
-    }
+    return _compact(
+        {
+            "syncPeriod": format_duration(periods.sync_period),
+            "minSyncPeriod": _optional_duration(periods.min_sync_period),
+        }
+    )
 
 
 def _optional_duration(seconds: float | None) -> str | None:
@@ -229,6 +231,12 @@ def _kube_proxy_configuration(obj: KubeProxyConfiguration) -> Manifest:
         "mode": obj.mode,
         "clusterCIDR": obj.cluster_cidr,
         "detectLocalMode": obj.detect_local_mode,
+        "detectLocal": _compact(
+            {
+                "bridgeInterface": obj.detect_local_bridge_interface,
+                "interfaceNamePrefix": obj.detect_local_interface_name_prefix,
+            }
+        ),
         "nodePortAddresses": list(obj.node_port_addresses),
         "iptables": {**_periods(obj.iptables), **(masquerade if obj.mode != "nftables" else {})},
         "ipvs": {**_periods(obj.ipvs), "scheduler": obj.ipvs_scheduler, "strictARP": obj.ipvs_strict_arp},

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dnslib import QTYPE, DNSRecord
@@ -26,8 +26,12 @@ class ResponseError(RuntimeError):
     """The peer answered, but not with what the caller asked for (status, JSON)."""
 
 
+Family = Literal["IPv4", "IPv6"]
+_RECORD_TYPES: dict[Family, str] = {"IPv4": "A", "IPv6": "AAAA"}
+
+
 class NameResolutionError(OSError):
-    """No nameserver of the namespace's resolv.conf gave an A record for the name."""
+    """No nameserver of the namespace's resolv.conf gave an A (or AAAA) record for the name."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,13 @@ class ResolvConf:
         return [*searched, f"{name}."]
 
 
-def _query_a(name: str, nameserver: str, timeout: float) -> str | None:
-    query = DNSRecord.question(name, "A")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+def _socket_family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _query(name: str, nameserver: str, record_type: str, timeout: float) -> str | None:
+    query = DNSRecord.question(name, record_type)
+    with socket.socket(_socket_family(nameserver), socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.sendto(query.pack(), (nameserver, 53))
         while True:
@@ -89,17 +97,18 @@ def _query_a(name: str, nameserver: str, timeout: float) -> str | None:
             if reply.header.id == query.header.id:
                 break
     for answer in reply.rr:
-        if answer.rtype == QTYPE.A:
+        if answer.rtype == getattr(QTYPE, record_type):
             return str(answer.rdata)
     return None
 
 
-def _resolve_here(netns: str, host: str, timeout: float) -> str:
+def _resolve_here(netns: str, host: str, timeout: float, family: Family = "IPv4") -> str:
     try:
-        ipaddress.IPv4Address(host)
+        ipaddress.ip_address(host)
         return host
     except ValueError:
         pass
+    record_type = _RECORD_TYPES[family]
     path = names.etc_netns_dir(netns) / "resolv.conf"
     try:
         conf = ResolvConf.parse(path.read_text())
@@ -108,17 +117,20 @@ def _resolve_here(netns: str, host: str, timeout: float) -> str:
     for candidate in conf.candidates(host):
         for nameserver in conf.nameservers:
             try:
-                address = _query_a(candidate, nameserver, timeout)
+                address = _query(candidate, nameserver, record_type, timeout)
             except OSError:
                 continue
             if address is not None:
                 return address
-    raise NameResolutionError(f"{host}: no A record via {', '.join(conf.nameservers)} from {netns}")
+    raise NameResolutionError(
+        f"{host}: no {record_type} record via {', '.join(conf.nameservers)} from {netns}"
+    )
 
 
-def resolve(netns: str, host: str, timeout: float = 2.0) -> str:
-    """The IPv4 address `host` resolves to from inside `netns` (an IP literal is returned as is)."""
-    return in_netns(netns, lambda: _resolve_here(netns, host, timeout))
+def resolve(netns: str, host: str, timeout: float = 2.0, family: Family = "IPv4") -> str:
+    """The address of `family` (A or AAAA record) `host` resolves to from inside `netns`; an IP literal
+    is returned as is."""
+    return in_netns(netns, lambda: _resolve_here(netns, host, timeout, family))
 
 
 def _read_response(sock: socket.socket) -> HttpResponse:
@@ -145,7 +157,8 @@ def _read_response(sock: socket.socket) -> HttpResponse:
 
 
 def http_request(netns: str, url: str, timeout: float = 5.0, source_port: int = 0) -> HttpResponse:
-    """GET `url` from inside `netns` (HTTP/1.1, Connection: close)."""
+    """GET `url` from inside `netns` (HTTP/1.1, Connection: close). A host name is resolved to its IPv4
+    address; IPv6 literals go in brackets (`http://[fd00:10:96::a]:80/`)."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"{url}: only http://host[:port]/path URLs are supported")
@@ -156,10 +169,10 @@ def http_request(netns: str, url: str, timeout: float = 5.0, source_port: int = 
 
     def run() -> HttpResponse:
         address = _resolve_here(netns, host, timeout)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        with socket.socket(_socket_family(address), socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             if source_port:
-                sock.bind(("0.0.0.0", source_port))
+                sock.bind(("::" if ":" in address else "0.0.0.0", source_port))
             sock.connect((address, port))
             request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
             sock.sendall(request.encode())
@@ -186,7 +199,7 @@ def udp_echo(
 
     def run() -> dict[str, Any]:
         address = _resolve_here(netns, ip, timeout)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with socket.socket(_socket_family(address), socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
             sock.connect((address, port))
             sock.send(payload)
@@ -199,9 +212,7 @@ def udp_echo(
     return in_netns(netns, run)
 
 
-def tcp_connect(
-    netns: str, ip: str, port: int, payload: bytes = b"ping\n", timeout: float = 2.0
-) -> bytes:
+def tcp_connect(netns: str, ip: str, port: int, payload: bytes = b"ping\n", timeout: float = 2.0) -> bytes:
     """Connect from inside `netns`, send `payload` and return the bytes echoed back (b"" for no payload:
     then it only proves the connection was accepted)."""
 

@@ -36,11 +36,11 @@ def render_node_resolv_conf(cluster_domain: str, dns_ip: str) -> str:
 
 
 def render_pod_hosts(pod: PodPlan, cluster_domain: str) -> str:
-    """kubelet's hosts file: the header, then the pod's own line (FQDN first when it has a subdomain)."""
+    """kubelet's hosts file: the header, then the pod's own line per pod IP (FQDN first with a subdomain)."""
+    names = pod.hostname
     if pod.subdomain:
-        fqdn = f"{pod.hostname}.{pod.subdomain}.{pod.namespace}.svc.{cluster_domain}"
-        return f"{_HOSTS_HEADER}{pod.ip}\t{fqdn}\t{pod.hostname}\n"
-    return f"{_HOSTS_HEADER}{pod.ip}\t{pod.hostname}\n"
+        names = f"{pod.hostname}.{pod.subdomain}.{pod.namespace}.svc.{cluster_domain}\t{pod.hostname}"
+    return _HOSTS_HEADER + "".join(f"{ip}\t{names}\n" for ip in pod.ips)
 
 
 def etc_netns_dirs(plan: LabPlan) -> tuple[str, ...]:

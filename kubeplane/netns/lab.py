@@ -91,7 +91,7 @@ def _wiring(pod: PodPlan | None) -> tuple[object, ...] | None:
     """What a pod's namespace and links depend on; a change means re-creating them."""
     if pod is None:
         return None
-    return (pod.netns, pod.ip, pod.node, pod.host_network, pod.node_veth)
+    return (pod.netns, pod.ip, pod.ip6, pod.node, pod.host_network, pod.node_veth)
 
 
 def list_labs() -> list[str]:
@@ -136,8 +136,10 @@ class Lab:
         plan = plan_lab(self.name, cluster)
         leftovers = list_netns(names.lab_prefix(self.name))
         if self.store.exists() or leftovers:
-            raise LabError(f"lab {self.name} is already up (or left over): run `kubeplane lab down --name "
-                           f"{self.name}` first")
+            raise LabError(
+                f"lab {self.name} is already up (or left over): run `kubeplane lab down --name "
+                f"{self.name}` first"
+            )
         started = time.monotonic()
         self.store.save(LabState(self.name, plan.all_netnses, etc_netns_dirs(plan), plan=plan))
         self._plan = plan
@@ -150,8 +152,12 @@ class Lab:
         except BaseException:
             self.down()
             raise
-        log.info("lab up lab=%s netns=%d seconds=%.2f", self.name, len(plan.all_netnses),
-                 time.monotonic() - started)
+        log.info(
+            "lab up lab=%s netns=%d seconds=%.2f",
+            self.name,
+            len(plan.all_netnses),
+            time.monotonic() - started,
+        )
         return self
 
     def _start_supervisor(self, workloads: tuple[Workload, ...], ready_timeout: float) -> None:
@@ -162,18 +168,26 @@ class Lab:
         with open(self.store.supervisor_log, "ab") as log_file:
             self._supervisor = subprocess.Popen(
                 supervisor_argv(sys.executable, self.name),
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                start_new_session=True, env=env, close_fds=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+                env=env,
+                close_fds=True,
             )
         self.store.record_supervisor(self._supervisor.pid)
         deadline = time.monotonic() + ready_timeout
         while self.store.load_readiness().generation < 1:
             if self._supervisor.poll() is not None:
-                raise LabError(f"lab {self.name}: supervisor exited {self._supervisor.returncode}; "
-                               f"see {self.store.supervisor_log}:\n{self._log_tail()}")
+                raise LabError(
+                    f"lab {self.name}: supervisor exited {self._supervisor.returncode}; "
+                    f"see {self.store.supervisor_log}:\n{self._log_tail()}"
+                )
             if time.monotonic() > deadline:
-                raise LabError(f"lab {self.name}: supervisor not serving after {ready_timeout:.0f}s; "
-                               f"see {self.store.supervisor_log}")
+                raise LabError(
+                    f"lab {self.name}: supervisor not serving after {ready_timeout:.0f}s; "
+                    f"see {self.store.supervisor_log}"
+                )
             time.sleep(POLL_INTERVAL)
 
     def apply(self, cluster: Cluster, ready_timeout: float = 15.0) -> ApplyReport:
@@ -221,8 +235,10 @@ class Lab:
         deadline = time.monotonic() + ready_timeout
         while self.store.load_readiness().generation < generation:
             if time.monotonic() > deadline or not self._supervisor_alive(pid):
-                raise LabError(f"lab {self.name}: supervisor did not take workloads generation {generation}; "
-                               f"see {self.store.supervisor_log}")
+                raise LabError(
+                    f"lab {self.name}: supervisor did not take workloads generation {generation}; "
+                    f"see {self.store.supervisor_log}"
+                )
             time.sleep(POLL_INTERVAL)
 
     def _log_tail(self, lines: int = 20) -> str:
@@ -341,7 +357,11 @@ class Lab:
         netns = self.netns_of(target)
         return subprocess.run(
             ["ip", "netns", "exec", netns, *argv],
-            input=input, capture_output=capture, text=True, timeout=timeout, check=False,
+            input=input,
+            capture_output=capture,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def http_get(self, target: str, url: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -361,8 +381,8 @@ class Lab:
     ) -> bytes:
         return clients.tcp_connect(self.netns_of(target), ip, port, payload, timeout)
 
-    def resolve(self, target: str, host: str, timeout: float = 2.0) -> str:
-        return clients.resolve(self.netns_of(target), host, timeout)
+    def resolve(self, target: str, host: str, timeout: float = 2.0, family: clients.Family = "IPv4") -> str:
+        return clients.resolve(self.netns_of(target), host, timeout, family)
 
 
 def load_manifests(paths: Sequence[str | os.PathLike[str]]) -> Cluster:

@@ -154,12 +154,15 @@ def open_socket_in_netns(
     """A non-blocking socket that lives in `netns` (bound to `addr` if given; streams are not yet listening).
 
     Used by the workload engine and by the daemon's DNS server: the socket can then be served from any event
-    loop in any thread, because a socket keeps the namespace it was created in."""
+    loop in any thread, because a socket keeps the namespace it was created in. AF_INET6 sockets are
+    IPv6-only: a dual-stack server opens one socket per family, and IPv4 peers keep their plain addresses."""
 
     def make() -> socket.socket:
         sock = socket.socket(family, type)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if addr is not None:

@@ -49,7 +49,19 @@ async def run_in_netns_async(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    try:
+        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    except asyncio.CancelledError:
+        await _reap(proc)
+        raise
     if check and proc.returncode != 0:
         raise CommandFailed(argv, netns, proc.returncode or 0, err.decode(errors="replace"))
     return out.decode(errors="replace")
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """End a cancelled command and wait for it, so asyncio's child watcher (not a transport's close())
+    collects its exit status; otherwise CPython 3.11 may log "Unknown child process pid"."""
+    if proc.returncode is None:
+        proc.kill()
+    await asyncio.shield(proc.wait())

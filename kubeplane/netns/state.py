@@ -75,9 +75,7 @@ def _workload_from_dict(raw: dict[str, Any]) -> Workload:
 
 def plan_from_dict(raw: dict[str, Any]) -> LabPlan:
     nodes = tuple(NodePlan(**{**n, "external_ips": tuple(n.get("external_ips", ()))}) for n in raw["nodes"])
-    pods = tuple(
-        PodPlan(**{**p, "workload": _workload_from_dict(dict(p["workload"]))}) for p in raw["pods"]
-    )
+    pods = tuple(PodPlan(**{**p, "workload": _workload_from_dict(dict(p["workload"]))}) for p in raw["pods"])
     scalars = {k: v for k, v in raw.items() if k not in ("nodes", "pods")}
     scalars["service_cidrs"] = tuple(scalars["service_cidrs"])
     scalars["external_routes"] = tuple(scalars["external_routes"])
@@ -160,9 +158,7 @@ class StateStore:
         except (FileNotFoundError, ValueError):
             return Readiness()
         commands = tuple(CommandProcess(c["pid"], tuple(c["argv"])) for c in raw.get("commands", ()))
-        return Readiness(
-            frozenset(raw.get("ready", ())), commands, int(raw.get("generation", 0))
-        )
+        return Readiness(frozenset(raw.get("ready", ())), commands, int(raw.get("generation", 0)))
 
     @property
     def supervisor_log(self) -> Path:

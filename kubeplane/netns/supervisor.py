@@ -57,8 +57,13 @@ async def serve(lab: str) -> None:
             await engine.update(workload_set.workloads)
             served = workload_set.generation
             report(engine)
-            log.info("supervisor serving lab=%s generation=%d workloads=%d ready=%d", lab, served,
-                     len(workload_set.workloads), len(engine.ready_pods))
+            log.info(
+                "supervisor serving lab=%s generation=%d workloads=%d ready=%d",
+                lab,
+                served,
+                len(workload_set.workloads),
+                len(engine.ready_pods),
+            )
     await engine.stop()
     log.info("supervisor stopped lab=%s", lab)
 

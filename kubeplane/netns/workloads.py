@@ -5,8 +5,8 @@ one loop, so a hundred pods cost one process. What a pod runs (see plan.Workload
 
 - `echo` (the default): on each TCP port an HTTP echo answering any request with JSON
   `{pod, namespace, node, podIP, port, client, method, path, host}` where `client` is the `ip:port` the server
-  saw; a client whose first bytes are not an HTTP request line gets a plain echo instead. On each UDP port a
-  UDP echo replying JSON `{pod, namespace, node, podIP, port, client, data}`.
+  saw (`[ip]:port` for IPv6); a client whose first bytes are not an HTTP request line gets a plain echo
+  instead. On each UDP port a UDP echo replying JSON `{pod, namespace, node, podIP, port, client, data}`.
 - `tcp-echo`: plain echo on every TCP port (UDP ports as above).
 - `command`: the annotation's argv under `ip netns exec <pod netns>` (so it sees the pod's resolv.conf).
   Ready once it has run for COMMAND_SETTLE_SECONDS (so a command that dies at once never flickers Ready) and,
@@ -14,6 +14,8 @@ one loop, so a hundred pods cost one process. What a pod runs (see plan.Workload
 - `none`: nothing runs; the pod counts as ready (it has nothing to wait for).
 
 A pod is ready when every one of its listeners is open (built-in workloads) or its probe passes (commands).
+Dual-stack pods (Workload.pod_ip6 set) get each built-in listener twice, on 0.0.0.0 and on [::]; `podIP` in a
+reply is the pod's address of the family the request came in on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import os
@@ -48,13 +51,14 @@ STOP_GRACE_SECONDS = 2.0
 
 def echo_identity(workload: Workload, port: int, client: tuple[str, int]) -> dict[str, Any]:
     """The fields every echo reply carries: who answered, and the client address it saw."""
+    pod_ip = workload.pod_ip6 if workload.pod_ip6 and ":" in client[0] else workload.pod_ip
     return {
         "pod": workload.pod,
         "namespace": workload.namespace,
         "node": workload.node,
-        "podIP": workload.pod_ip,
+        "podIP": pod_ip,
         "port": port,
-        "client": f"{client[0]}:{client[1]}",
+        "client": f"[{client[0]}]:{client[1]}" if ":" in client[0] else f"{client[0]}:{client[1]}",
     }
 
 
@@ -122,6 +126,7 @@ def echo_stream_handler(
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
     """The connection handler for one TCP port: HTTP echo (when `http` and the client speaks HTTP), else a
     plain echo. Usable with any asyncio.start_server, which is how unit tests drive it on loopback."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
@@ -213,11 +218,14 @@ class WorkloadEngine:
     async def _open_listeners(self, workload: Workload) -> bool:
         loop = asyncio.get_running_loop()
         listeners = self._listeners.setdefault(workload.key, [])
-        for port in workload.ports:
+        families = [(socket.AF_INET, "0.0.0.0")]
+        if workload.pod_ip6:
+            families.append((socket.AF_INET6, "::"))
+        for port, (family, wildcard) in itertools.product(workload.ports, families):
             try:
                 if port.protocol == "UDP":
                     sock = open_socket_in_netns(
-                        workload.netns, socket.AF_INET, socket.SOCK_DGRAM, ("0.0.0.0", port.port)
+                        workload.netns, family, socket.SOCK_DGRAM, (wildcard, port.port)
                     )
                     transport, _ = await loop.create_datagram_endpoint(
                         functools.partial(_UdpEcho, workload, port.port), sock=sock
@@ -225,13 +233,18 @@ class WorkloadEngine:
                     listeners.append(transport)
                 else:
                     sock = open_socket_in_netns(
-                        workload.netns, socket.AF_INET, socket.SOCK_STREAM, ("0.0.0.0", port.port)
+                        workload.netns, family, socket.SOCK_STREAM, (wildcard, port.port)
                     )
                     handler = echo_stream_handler(workload, port.port, http=workload.kind == "echo")
                     listeners.append(await asyncio.start_server(handler, sock=sock, backlog=512))
             except OSError as err:
-                log.error("workload listen failed pod=%s port=%s/%s error=%s", workload.key, port.port,
-                          port.protocol, err)
+                log.error(
+                    "workload listen failed pod=%s port=%s/%s error=%s",
+                    workload.key,
+                    port.port,
+                    port.protocol,
+                    err,
+                )
                 return False
         return True
 
@@ -243,8 +256,15 @@ class WorkloadEngine:
             output = open(self.log_dir / f"{workload.namespace}_{workload.pod}.log", "ab")  # noqa: SIM115
         try:
             proc = await asyncio.create_subprocess_exec(
-                "ip", "netns", "exec", workload.netns, *argv,
-                stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True,
+                "ip",
+                "netns",
+                "exec",
+                workload.netns,
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
             )
         except OSError as err:
             log.error("workload command failed pod=%s argv=%s error=%s", workload.key, argv, err)

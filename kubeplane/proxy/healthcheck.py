@@ -15,9 +15,9 @@ import asyncio
 import json
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from kubeplane.model.objects import IPFamily
 from kubeplane.netns.nsfs import open_socket_in_netns
 from kubeplane.proxy.plan import NodePlan
 
@@ -37,16 +37,23 @@ class HealthCheckService:
     local_endpoints: int
 
 
-def health_check_services(plan: NodePlan, family: IPFamily = "IPv4") -> tuple[HealthCheckService, ...]:
-    """One entry per service with a healthCheckNodePort; local endpoints are this node's ready ones."""
+def health_check_services(plan: NodePlan) -> tuple[HealthCheckService, ...]:
+    """One entry per service with a healthCheckNodePort; local endpoints are this node's ready ones.
+
+    A dual-stack service is counted in its IPv4 family only (a dual-stack pod has one address per family
+    and must count once); a single-stack IPv6 service by its IPv6 endpoints."""
     found: dict[str, HealthCheckService] = {}
-    local_ips: dict[str, set[str]] = {}
-    for sp in plan.ports_for(family):
-        if not sp.health_check_node_port:
-            continue
-        ips = local_ips.setdefault(sp.service_key, set())
-        ips.update(ep.ip for ep in sp.endpoints if ep.is_local and ep.ready)
-        found[sp.service_key] = HealthCheckService(sp.namespace, sp.name, sp.health_check_node_port, len(ips))
+    for family in ("IPv4", "IPv6"):
+        counted = set(found)
+        local_ips: dict[str, set[str]] = {}
+        for sp in plan.ports_for(family):
+            if not sp.health_check_node_port or sp.service_key in counted:
+                continue
+            ips = local_ips.setdefault(sp.service_key, set())
+            ips.update(ep.ip for ep in sp.endpoints if ep.is_local and ep.ready)
+            found[sp.service_key] = HealthCheckService(
+                sp.namespace, sp.name, sp.health_check_node_port, len(ips)
+            )
     return tuple(found.values())
 
 
@@ -74,14 +81,24 @@ def response_bytes(service: HealthCheckService, proxy_healthy: bool) -> bytes:
 
 
 class HealthCheckServers:
-    """The health check listeners of one node; `update` opens, closes and refreshes them from a plan."""
+    """The health check listeners of one node; `update` opens, closes and refreshes them from a plan.
 
-    def __init__(self, netns: str | None, address: str = "0.0.0.0") -> None:
+    Without an `address` a port listens on every address of both families, as kube-proxy's `:port`
+    listener does, so a dual-stack load balancer can probe the node's IPv6 address too.
+
+    `proxy_health`, when given, is asked at each request whether the node's proxy is healthy (kube-proxy
+    reads its healthz state the same way), so a stuck sync shows in `serviceProxyHealthy` at once;
+    without it, the value passed to the last `update` is reported."""
+
+    def __init__(
+        self, netns: str | None, address: str | None = None, proxy_health: Callable[[], bool] | None = None
+    ) -> None:
         self.netns = netns
         self.address = address
         self.proxy_healthy = True
+        self._proxy_health = proxy_health
         self._services: dict[int, HealthCheckService] = {}
-        self._servers: dict[int, asyncio.Server] = {}
+        self._servers: dict[int, list[asyncio.Server]] = {}
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -93,9 +110,7 @@ class HealthCheckServers:
         self.proxy_healthy = proxy_healthy
         wanted = {svc.port: svc for svc in health_check_services(plan)}
         for port in set(self._servers) - set(wanted):
-            server = self._servers.pop(port)
-            server.close()
-            await server.wait_closed()
+            await _close_all(self._servers.pop(port))
             self._services.pop(port, None)
         self._services.update(wanted)
         for port in set(wanted) - set(self._servers):
@@ -105,34 +120,57 @@ class HealthCheckServers:
                 log.error("health check listen failed netns=%s port=%d error=%s", self.netns, port, err)
 
     async def close(self) -> None:
-        for server in self._servers.values():
-            server.close()
-            await server.wait_closed()
+        for servers in self._servers.values():
+            await _close_all(servers)
         self._servers.clear()
         self._services.clear()
 
-    async def _listen(self, port: int) -> asyncio.Server:
-        if self.netns is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.address, port))
-            sock.setblocking(False)
-        else:
-            sock = open_socket_in_netns(self.netns, socket.AF_INET, socket.SOCK_STREAM, (self.address, port))
+    async def _listen(self, port: int) -> list[asyncio.Server]:
+        """One server per family bound; an IPv6 wildcard that cannot bind (IPv6 disabled) is skipped."""
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._answer(port, reader, writer)
 
-        return await asyncio.start_server(handle, sock=sock)
+        if self.address is not None:
+            family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+            return [await asyncio.start_server(handle, sock=self._socket(family, self.address, port))]
+        servers = [await asyncio.start_server(handle, sock=self._socket(socket.AF_INET, "0.0.0.0", port))]
+        try:
+            servers.append(await asyncio.start_server(handle, sock=self._socket(socket.AF_INET6, "::", port)))
+        except OSError as err:
+            log.warning("health check IPv6 listen skipped netns=%s port=%d error=%s", self.netns, port, err)
+        return servers
+
+    def _socket(self, family: int, address: str, port: int) -> socket.socket:
+        if self.netns is not None:
+            return open_socket_in_netns(self.netns, family, socket.SOCK_STREAM, (address, port))
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def _answer(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_SECONDS)
             service = self._services.get(port)
             if service is not None:
-                writer.write(response_bytes(service, self.proxy_healthy))
+                healthy = self._proxy_health() if self._proxy_health is not None else self.proxy_healthy
+                writer.write(response_bytes(service, healthy))
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
+
+
+async def _close_all(servers: list[asyncio.Server]) -> None:
+    for server in servers:
+        server.close()
+        await server.wait_closed()

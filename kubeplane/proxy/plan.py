@@ -10,6 +10,7 @@ partial sync rewrites, which is why every value here is a frozen, comparable dat
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from kubeplane.model.objects import (
@@ -104,13 +105,15 @@ class ServicePortPlan:
         return self.internal_policy_local or (self.externally_accessible and self.external_policy_local)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class NodePlan:
     """One node's facts, the proxy configuration that applies to it, and its service ports.
 
     `cluster_cidrs` is KubeProxyConfiguration.clusterCIDR split on commas (one per family);
     `local_cidrs` are the CIDRs that detect-local uses for this node (cluster CIDRs for ClusterCIDR mode,
-    the node's podCIDRs for NodeCIDR mode, empty when detection is not available).
+    the node's podCIDRs for NodeCIDR mode, empty when detection is not available); `local_interface` is
+    what the interface modes match instead, as an iptables interface (`cbr0` for BridgeInterface, `veth+`
+    for InterfaceNamePrefix; "" otherwise). `if_local` / `if_not_local` turn either into rule arguments.
     `node_port_addresses` empty means "all local addresses" (kube-proxy's `--dst-type LOCAL` default).
     """
 
@@ -121,6 +124,7 @@ class NodePlan:
     pod_cidrs: tuple[str, ...]
     cluster_cidrs: tuple[str, ...]
     local_cidrs: tuple[str, ...]
+    local_interface: str
     node_port_addresses: tuple[str, ...]
     masquerade_all: bool
     masquerade_bit: int
@@ -141,34 +145,120 @@ class NodePlan:
     def local_cidr(self, family: IPFamily) -> str | None:
         return next((c for c in self.local_cidrs if ip_family(c) == family), None)
 
+    def if_local(self, family: IPFamily) -> str | None:
+        """kube-proxy's LocalTrafficDetector.IfLocal: the iptables arguments matching traffic from this
+        node's pods (`-s CIDR`, `-i BRIDGE`, `-i PREFIX+`); None when detection is off for `family`."""
+        if self.local_interface:
+            return f"-i {self.local_interface}"
+        cidr = self.local_cidr(family)
+        return None if cidr is None else f"-s {cidr}"
+
+    def if_not_local(self, family: IPFamily) -> str | None:
+        """LocalTrafficDetector.IfNotLocal: the negation of `if_local`."""
+        local = self.if_local(family)
+        return None if local is None else f"! {local}"
+
     @property
     def masquerade_mark(self) -> str:
         """The mark bit as iptables-save prints it (`0x4000` for bit 14)."""
         return hex(1 << self.masquerade_bit)
 
+    def __repr__(self) -> str:
+        # Short on purpose: the full text of 100k endpoints is no use to read, and asyncio.run formats the
+        # repr of the main task's result (a SyncResult holding the plan) when it restores SIGINT handling,
+        # which cost a second of CPU at 10k services.
+        return f"NodePlan(node_name={self.node_name!r}, service_ports=<{len(self.service_ports)}>)"
 
-def plan_node(cluster: Cluster, node_name: str) -> NodePlan:
-    """Build the proxy plan of `node_name`; raises UnknownNodeError if the cluster has no such node."""
+
+@dataclass(frozen=True)
+class _PlannedService:
+    """One service's port plans on a node (with the key they are sorted by), and the objects they were
+    planned from."""
+
+    service: Service
+    slices: tuple[EndpointSlice, ...]
+    ordered: tuple[tuple[tuple[str, str, str], ServicePortPlan], ...]  # (family, name, protocol), plan
+
+
+def _planned(svc: Service, slices: tuple[EndpointSlice, ...], node: Node) -> _PlannedService:
+    ports = _plan_service(svc, slices, node)
+    return _PlannedService(svc, slices, tuple(((sp.family, sp.name_string, sp.protocol), sp) for sp in ports))
+
+
+class PlanCache:
+    """Per-service port plans of one node, reused while the service, its slices and the node are unchanged.
+
+    A change touches one service among thousands; planning all of them again for each change is what made
+    a change's latency grow with the cluster. A service's port plans depend only on the Service, the
+    EndpointSlices labelled for it and the node's name and zone, so an entry is reused when those inputs
+    are equal to the ones it was planned from (checked by identity first: the store hands on unchanged
+    objects as the same instances, which makes the check cheap). A different node object or proxy
+    configuration drops every entry. Mutable on purpose: the private memory of one node's proxier.
+    """
+
+    def __init__(self) -> None:
+        self._node: Node | None = None
+        self._config: KubeProxyConfiguration | None = None
+        self._services: dict[tuple[str, str], _PlannedService] = {}
+        self.replanned: tuple[str, ...] = ()
+
+    def service_ports(self, cluster: Cluster, node: Node) -> tuple[ServicePortPlan, ...]:
+        """Every proxied service port of `cluster` on `node`, sorted by (family, name, protocol);
+        `replanned` then lists the keys of the services that were planned afresh."""
+        config = cluster.proxy_config
+        if not (node == self._node and config == self._config):
+            self._services = {}
+        self._node, self._config = node, config
+        slices_by_service: dict[tuple[str, str], list[EndpointSlice]] = {}
+        for eps in cluster.endpoint_slices:
+            service_name = eps.service_name
+            if service_name is not None:
+                slices_by_service.setdefault((eps.meta.namespace, service_name), []).append(eps)
+        previous, current = self._services, {}
+        replanned: list[str] = []
+        ordered: list[tuple[tuple[str, str, str], ServicePortPlan]] = []
+        for svc in cluster.services:
+            if svc.headless or svc.type == "ExternalName" or not svc.cluster_ips:
+                continue
+            key = (svc.meta.namespace, svc.meta.name)
+            slices = tuple(slices_by_service.get(key, ()))
+            entry = previous.get(key)
+            # Tuple equality checks identity before equality, element by element: unchanged slices are free.
+            if entry is None or not (
+                (svc is entry.service or svc == entry.service) and slices == entry.slices
+            ):
+                entry = _planned(svc, slices, node)
+                replanned.append(svc.meta.key)
+            current[key] = entry
+            ordered.extend(entry.ordered)
+        self._services = current
+        self.replanned = tuple(replanned)
+        ordered.sort(key=lambda item: item[0])
+        return tuple(sp for _, sp in ordered)
+
+
+def _plan_service(svc: Service, slices: tuple[EndpointSlice, ...], node: Node) -> tuple[ServicePortPlan, ...]:
+    ports: list[ServicePortPlan] = []
+    for family in ("IPv4", "IPv6"):
+        cluster_ip = next((ip for ip in svc.cluster_ips if ip_family(ip) == family), None)
+        if cluster_ip is None:
+            continue
+        for svc_port in svc.ports:
+            ports.append(_plan_service_port(svc, svc_port, family, cluster_ip, slices, node))
+    return tuple(ports)
+
+
+def plan_node(cluster: Cluster, node_name: str, cache: PlanCache | None = None) -> NodePlan:
+    """Build the proxy plan of `node_name`; raises UnknownNodeError if the cluster has no such node.
+
+    With a `cache` (one per node, kept between calls) only services whose objects changed are planned
+    again; the result is the same as without it.
+    """
     node = next((n for n in cluster.nodes if n.meta.name == node_name), None)
     if node is None:
         raise UnknownNodeError(f"node {node_name!r} is not in the cluster")
     config = cluster.proxy_config
-    slices_by_service: dict[tuple[str, str], list[EndpointSlice]] = {}
-    for eps in cluster.endpoint_slices:
-        if eps.service_name is not None:
-            slices_by_service.setdefault((eps.meta.namespace, eps.service_name), []).append(eps)
-    ports: list[ServicePortPlan] = []
-    for svc in cluster.services:
-        if svc.headless or svc.type == "ExternalName" or not svc.cluster_ips:
-            continue
-        slices = slices_by_service.get((svc.meta.namespace, svc.meta.name), [])
-        for family in ("IPv4", "IPv6"):
-            cluster_ip = next((ip for ip in svc.cluster_ips if ip_family(ip) == family), None)
-            if cluster_ip is None:
-                continue
-            for svc_port in svc.ports:
-                ports.append(_plan_service_port(svc, svc_port, family, cluster_ip, slices, node))
-    ports.sort(key=lambda sp: (sp.family, sp.name_string, sp.protocol))
+    ports = (cache if cache is not None else PlanCache()).service_ports(cluster, node)
     cluster_cidrs = tuple(c.strip() for c in config.cluster_cidr.split(",") if c.strip())
     return NodePlan(
         node_name=node.meta.name,
@@ -178,11 +268,20 @@ def plan_node(cluster: Cluster, node_name: str) -> NodePlan:
         pod_cidrs=node.pod_cidrs,
         cluster_cidrs=cluster_cidrs,
         local_cidrs=_local_cidrs(config, cluster_cidrs, node),
+        local_interface=_local_interface(config),
         node_port_addresses=config.node_port_addresses,
         masquerade_all=config.masquerade_all,
         masquerade_bit=config.masquerade_bit,
-        service_ports=tuple(ports),
+        service_ports=ports,
     )
+
+
+def _local_interface(config: KubeProxyConfiguration) -> str:
+    if config.detect_local_mode == "BridgeInterface":
+        return config.detect_local_bridge_interface
+    if config.detect_local_mode == "InterfaceNamePrefix" and config.detect_local_interface_name_prefix:
+        return config.detect_local_interface_name_prefix + "+"
+    return ""
 
 
 def _local_cidrs(
@@ -200,7 +299,7 @@ def _plan_service_port(
     svc_port: ServicePort,
     family: IPFamily,
     cluster_ip: str,
-    slices: list[EndpointSlice],
+    slices: Sequence[EndpointSlice],
     node: Node,
 ) -> ServicePortPlan:
     external_ips = tuple(ip for ip in svc.external_ips if ip_family(ip) == family)
@@ -248,7 +347,7 @@ def _plan_service_port(
 
 
 def _endpoints_for_port(
-    svc_port: ServicePort, family: IPFamily, slices: list[EndpointSlice], node_name: str
+    svc_port: ServicePort, family: IPFamily, slices: Sequence[EndpointSlice], node_name: str
 ) -> tuple[EndpointPlan, ...]:
     """The endpoints of the slices' port with the same name and protocol, deduplicated by `ip:port`.
 

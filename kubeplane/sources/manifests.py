@@ -27,13 +27,15 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from kubeplane.endpoints import with_derived_endpoint_slices
 from kubeplane.model.complete import build_cluster
+from kubeplane.model.complete_services import FamilyMemo
 from kubeplane.model.errors import ManifestError, ManifestErrors
 from kubeplane.model.objects import Cluster, KubeObject
 from kubeplane.model.parse import find_manifest_files, parse_file
-from kubeplane.store import ChangeSet, ClusterStore
+from kubeplane.store import ChangeSet
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,21 @@ ClusterTransform = Callable[[Cluster], Cluster]
 DEFAULT_POLL_INTERVAL = 0.1
 DEFAULT_QUIET_PERIOD = 0.15
 DEFAULT_MAX_DELAY = 2.0
+
+
+class SnapshotSink(Protocol):
+    """Where accepted snapshots go: a `ClusterStore`, or the daemon's `ManifestSink`, which merges them with
+    objects applied through its API before they reach the store."""
+
+    @property
+    def cluster(self) -> Cluster:
+        """The snapshot last accepted (what `refresh` and a refused load fall back to)."""
+        ...
+
+    @property
+    def version(self) -> int: ...
+
+    def replace(self, cluster: Cluster) -> ChangeSet: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,7 @@ class ManifestSource:
     def __init__(
         self,
         paths: Iterable[str | Path],
-        store: ClusterStore,
+        store: SnapshotSink,
         transform: ClusterTransform | None = None,
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -103,6 +120,7 @@ class ManifestSource:
         self._build_errors: tuple[ManifestError, ...] = ()
         self._last_listing: dict[Path, FileSignature | None] | None = None
         self._accepted: Cluster | None = None
+        self._family_memo = FamilyMemo()  # unchanged files' Services are completed again on every scan
         self.scans = 0
 
     @property
@@ -170,7 +188,7 @@ class ManifestSource:
             return self.store.replace(self.store.cluster)
         objects = tuple(obj for path in sorted(self._files) for obj in self._files[path].good_objects)
         try:
-            accepted = build_cluster(objects, self._accepted)
+            accepted = build_cluster(objects, self._accepted, self._family_memo)
         except ManifestErrors as problem:
             self._report_new(problem.errors, self._build_errors)
             self._build_errors = problem.errors

@@ -153,7 +153,7 @@ def _interface(match: InterfaceMatch, view: MatchView) -> tuple[bool, str]:
             "unknown; name the node's interfaces in the trace context"
         )
     holds = actual.startswith(match.name[:-1]) if match.name.endswith("+") else actual == match.name
-    return holds, f"{_bang(match)}{flag} {match.name}: interface is {actual}"
+    return holds, f"{_bang(match)}{flag} {match.name}: interface is {actual or 'none (sent by the node)'}"
 
 
 def _ipset(match: SetMatch, packet: Packet, context: NodeContext) -> tuple[bool, str]:

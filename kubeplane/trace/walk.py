@@ -310,8 +310,10 @@ class Walker:
             states.add("DNAT")
         if flow.binding.snat is not None:
             states.add("SNAT")
+        in_interface: str | None
         if self._given.from_this_node:
-            in_interface = "lo" if hook == "INPUT" else None
+            # A packet the node sends has no input interface until it loops back in (`-i X` never holds).
+            in_interface = "lo" if hook == "INPUT" else ""
         else:
             in_interface = self._given.in_interface
         return MatchView(

@@ -3,6 +3,7 @@ forwarding to another `dns serve` acting as the upstream."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -11,7 +12,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import dns.message
+import dns.query
+import dnslib
 import pytest
+
+from kubeplane.dns.fake_upstream import FakeUpstream
+from kubeplane.dns.server import DnsServer
+from kubeplane.model.objects import Cluster, KubeplaneConfiguration
+from kubeplane.netns.nsfs import create_netns, open_socket_in_netns, remove_netns
+from kubeplane.netns.run import run_in_netns
+from kubeplane.testing import unique_lab_name
 
 pytestmark = pytest.mark.root
 
@@ -189,3 +200,50 @@ def test_dead_upstream_gives_servfail_and_no_upstream_refused(tmp_path: Path) ->
         refused = dig(port, "www.example.com")
     assert "status: SERVFAIL" in servfail
     assert "status: REFUSED" in refused
+
+
+class _Upstream(asyncio.DatagramProtocol):
+    """FakeUpstream's answers on a socket the test opened (inside a namespace)."""
+
+    def __init__(self, upstream: FakeUpstream) -> None:
+        self.upstream = upstream
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(self.upstream.reply_for(dnslib.DNSRecord.parse(data), "udp"), addr)
+
+
+async def test_server_listening_in_a_namespace_forwards_from_that_namespace() -> None:
+    """The upstream listens on 127.0.0.1 of a namespace the test process is not in: only sockets opened in
+    that namespace reach it, as only the DNS pod reaches a resolver on its own loopback."""
+    netns = f"kpt-dns-{unique_lab_name()}"
+    create_netns([netns])
+    try:
+        run_in_netns(netns, ["ip", "link", "set", "lo", "up"])
+        upstream = FakeUpstream({"api.payments.example.": ("203.0.113.80",)})
+        upstream_sock = open_socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM, ("127.0.0.1", 10053))
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Upstream(upstream), sock=upstream_sock
+        )
+        config = KubeplaneConfiguration(upstream_resolvers=("127.0.0.1:10053",))
+        server = DnsServer(Cluster(kubeplane_config=config), forward_timeout=1.0)
+        udp = open_socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM, ("127.0.0.1", 53))
+        tcp = open_socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", 53))
+        await server.start(udp_sock=udp, tcp_sock=tcp)
+        try:
+            client = open_socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
+            client.setblocking(True)
+            query = dns.message.make_query("api.payments.example.", "A")
+            reply = await asyncio.to_thread(dns.query.udp, query, "127.0.0.1", 2.0, 53, sock=client)
+            client.close()
+        finally:
+            await server.stop()
+            transport.close()
+    finally:
+        remove_netns(netns)
+    assert [rr.address for rr in reply.answer[0]] == ["203.0.113.80"]
+    assert [q.qname for q in upstream.received] == ["api.payments.example."]

@@ -20,6 +20,7 @@ from kubeplane.model.objects import Cluster  # noqa: E402
 from kubeplane.netns.nsfs import create_netns, remove_netns  # noqa: E402
 from kubeplane.netns.run import run_in_netns  # noqa: E402
 from kubeplane.proxy.iptables.chains import endpoint_chain, service_chain  # noqa: E402
+from kubeplane.proxy.iptables.partial import ORDER_FREE_CHAINS  # noqa: E402
 from kubeplane.proxy.iptables.proxier import IptablesProxier  # noqa: E402
 from kubeplane.proxy.iptables.tools import IptablesBackend  # noqa: E402
 
@@ -119,3 +120,67 @@ def test_last_rules_shows_the_applied_ruleset(netns: str) -> None:
     assert proxier.last_rules() == ""
     proxier.sync(_cluster({"a": ("10.244.1.1",)}))
     assert '-A KUBE-SERVICES -m comment --comment "ns1/a:p80 cluster IP"' in proxier.last_rules()
+
+
+def _tables(netns: str, backend: IptablesBackend) -> dict[str, dict[str, list[str]]]:
+    """iptables-save as table -> chain -> rules in order (chain listing order and counters ignored). In
+    the shared chains whose order does not matter (partial syncs insert there) rules are sorted, except
+    KUBE-SERVICES' last rule, the NodePorts jump, which must stay last."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    chains: dict[str, list[str]] = {}
+    for line in run_in_netns(netns, [f"iptables-{backend.value}-save"]).splitlines():
+        if line.startswith("*"):
+            chains = tables.setdefault(line[1:], {})
+        elif line.startswith(":"):
+            chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            chains.setdefault(line.split()[1], []).append(line)
+    for table, chain in ORDER_FREE_CHAINS:
+        rules = tables.get(table, {}).get(chain)
+        if rules:
+            last = rules[-1:] if (table, chain) == ("nat", "KUBE-SERVICES") else []
+            tables[table][chain] = sorted(rules[: len(rules) - len(last)]) + last
+    return tables
+
+
+@pytest.mark.parametrize("backend", list(IptablesBackend))
+def test_partial_syncs_leave_exactly_what_a_full_sync_writes(netns: str, backend: IptablesBackend) -> None:
+    """Partial syncs skip unchanged shared chains and filter rules: the kernel must still end up equal to a
+    fresh full sync after each kind of change."""
+    steps = [
+        {"a": ("10.244.1.1",), "b": ("10.244.1.2",)},
+        {"a": ("10.244.1.1",), "b": ("10.244.1.3",)},  # endpoint swap: own chains only
+        {"a": ("10.244.1.1",), "b": ("10.244.1.3",), "c": ("10.244.1.4",)},  # new service
+        {"a": ("10.244.1.1",), "b": (), "c": ("10.244.1.4",)},  # no endpoints: filter REJECT
+        {"a": ("10.244.1.1",), "b": ("10.244.1.5",), "c": ("10.244.1.4",)},
+        {"a": ("10.244.1.1",), "b": ("10.244.1.5",)},  # service deleted: stale chains
+        {"a": ("10.244.1.1",), "b": ("10.244.1.5",)},  # nothing changed
+        {"a": (), "b": ("10.244.1.5",), "d": ("10.244.1.6",)},  # REJECT added, service added at once
+        {"a": ("10.244.1.1",), "d": ("10.244.1.6",)},  # REJECT removed, service removed
+    ]
+    proxier = IptablesProxier(netns, "node-a", backend=backend)
+    reference_netns = f"{netns}-ref"
+    create_netns([reference_netns])
+    try:
+        for step, endpoints in enumerate(steps):
+            result = proxier.sync(_cluster(endpoints))
+            assert result.ok and result.full == (step == 0)
+            fresh = IptablesProxier(reference_netns, "node-a", backend=backend)
+            assert fresh.sync(_cluster(endpoints)).full
+            assert _tables(netns, backend) == _tables(reference_netns, backend), f"after step {step}"
+            remove_netns(reference_netns)
+            create_netns([reference_netns])
+    finally:
+        remove_netns(reference_netns)
+
+
+def test_canary_is_checked_at_most_once_per_canary_period(netns: str) -> None:
+    now = [0.0]
+    proxier = IptablesProxier(netns, "node-a", canary_period=10.0, clock=lambda: now[0])
+    cluster = _cluster({"a": ("10.244.1.1",)})
+    assert proxier.sync(cluster).full
+    run_in_netns(netns, ["iptables-nft", "-t", "mangle", "-X", "KUBE-PROXY-CANARY"])
+    now[0] = 5.0
+    assert not proxier.sync(cluster).full
+    now[0] = 11.0
+    assert proxier.sync(cluster).full

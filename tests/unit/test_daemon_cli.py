@@ -6,13 +6,14 @@ import asyncio
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from kubeplane.cli.daemon import register, status_line
+from kubeplane.cli.daemon import register, status_changed, status_line
 from kubeplane.daemon.app import DaemonStatus
 from kubeplane.daemon.client import (
     DaemonEndpoint,
@@ -136,6 +137,18 @@ def test_status_line_shows_counts_and_last_sync() -> None:
     line = status_line(status, now=100.0)
     assert line.startswith("nodes 2  pods 7  services 6  version 4")
     assert "last sync 0.5s ago (4.2 ms)" in line
+
+
+def test_a_log_gets_a_status_line_on_each_change_but_not_for_time_passing() -> None:
+    before_sync = DaemonStatus(nodes=2, pods=7, services=6, version=4, healthy=True, last_sync_at=None,
+                               last_sync_seconds=None)  # fmt: skip
+    synced = replace(before_sync, last_sync_at=10.0, last_sync_seconds=0.004)
+    assert status_changed(None, before_sync)
+    assert status_changed(before_sync, synced)
+    assert not status_changed(synced, replace(synced, last_sync_at=40.0, last_sync_seconds=0.009))
+    assert status_changed(synced, replace(synced, version=5))
+    assert status_changed(synced, replace(synced, healthy=False))
+    assert status_changed(synced, replace(synced, pods=8))
 
 
 def test_up_with_invalid_manifests_prints_errors_and_builds_nothing(

@@ -61,3 +61,8 @@ def test_manifest_kube_dns_wins_and_configured_ip_is_used() -> None:
     configured = KubeplaneConfiguration(dns_service_ip="10.100.0.2")
     assert dns_service_ip([configured]) == "10.100.0.2"
     assert dns_service_ip([ServiceCIDR(ObjectMeta("c"), ("10.200.0.0/16",))]) == "10.200.0.10"
+
+
+def test_explicit_one_second_min_sync_period_is_not_mistaken_for_unset() -> None:
+    config = KubeProxyConfiguration(iptables=SyncPeriods(min_sync_period=1.0))
+    assert runner_periods(Cluster(proxy_config=config), OPTIONS).min_sync_period == 1.0

@@ -11,56 +11,24 @@ import dns.rcode
 import dns.rdatatype
 import dnslib
 import pytest
+from dns_fixtures import WEB, query_wire, shop_cluster, table_wire
 
 from kubeplane.dns.answers import AnswerTable, decode_name, encode_name
 from kubeplane.dns.lookup import lookup
 from kubeplane.dns.wire import Question, pack_reply, parse_question
 from kubeplane.dns.zone import build_zone
-from kubeplane.model.objects import (
-    SERVICE_NAME_LABEL,
-    Cluster,
-    Endpoint,
-    EndpointPort,
-    EndpointSlice,
-    ObjectMeta,
-    Service,
-    ServicePort,
-)
-
-WEB = Service(ObjectMeta("web", "shop"), cluster_ips=("10.96.0.20",), ports=(ServicePort(80, name="http"),))
-DB = Service(ObjectMeta("db", "shop"), headless=True, ports=(ServicePort(5432, name="pg"),))
-EXT = Service(ObjectMeta("ext", "shop"), type="ExternalName", external_name="www.example.com")
-
-
-def db_slice(count: int) -> EndpointSlice:
-    endpoints = tuple(Endpoint((f"10.244.{1 + i // 250}.{1 + i % 250}",)) for i in range(count))
-    meta = ObjectMeta("db-1", "shop", labels={SERVICE_NAME_LABEL: "db"})
-    return EndpointSlice(meta, endpoints=endpoints, ports=(EndpointPort(5432, name="pg"),))
+from kubeplane.model.objects import Cluster
 
 
 def table_for(endpoints: int = 3) -> AnswerTable:
-    cluster = Cluster(services=(WEB, DB, EXT), endpoint_slices=(db_slice(endpoints),))
-    return AnswerTable(build_zone(cluster, serial=7), chase_upstream=False)
-
-
-def query_wire(name: str, rdtype: str = "A", *, edns: int = -1, payload: int = 1232, flags: int = 0) -> bytes:
-    message = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload)
-    message.flags = dns.flags.Flag(flags)
-    message.id = 0xBEEF
-    return message.to_wire()
+    return AnswerTable(build_zone(shop_cluster(endpoints), serial=7), chase_upstream=False)
 
 
 def serve(table: AnswerTable, query: bytes, via_tcp: bool = False) -> dns.message.Message:
     """The table's answer, computing and remembering it first when it is not there yet."""
-    hit = table.answer(query, via_tcp)
-    if hit is None:
-        question = parse_question(query)
-        assert question is not None
-        computed = table.compute(question)
-        assert computed is not None and computed.template is not None
-        hit = table.answer(query, via_tcp)
-        assert hit is not None
-    return dns.message.from_wire(hit[0])
+    wire = table_wire(table, query, via_tcp)
+    assert wire is not None
+    return dns.message.from_wire(wire)
 
 
 def test_rendered_answer_carries_query_id_case_and_rd() -> None:
@@ -221,3 +189,29 @@ def test_queries_with_edns_options_are_not_kept() -> None:
     hit = table.answer(message.to_wire(), via_tcp=False)
     assert hit is not None and dns.message.from_wire(hit[0]).answer
     assert table.seen_udp == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype"),
+    [
+        ("web.shop.svc.cluster.local.", "A"),  # packed in advance
+        ("nope.shop.svc.cluster.local.", "A"),  # packed on first use
+        ("web.shop.svc.cluster.local.", "MX"),  # NODATA
+    ],
+)
+def test_do_bit_of_the_query_is_copied_into_our_opt_record(name: str, rdtype: str) -> None:
+    table = table_for()
+    with_do = serve(table, query_wire(name, rdtype, do=True))
+    without_do = serve(table, query_wire(name, rdtype, edns=0))
+    repeated = serve(table, query_wire(name, rdtype, do=True))
+    assert with_do.ednsflags & dns.flags.DO and repeated.ednsflags & dns.flags.DO
+    assert with_do.edns == without_do.edns == 0
+    assert not without_do.ednsflags & dns.flags.DO
+    assert with_do.answer == without_do.answer and with_do.authority == without_do.authority
+
+
+def test_truncated_answer_copies_the_do_bit() -> None:
+    table = table_for(endpoints=60)
+    truncated = serve(table, query_wire("db.shop.svc.cluster.local.", do=True, payload=512))
+    assert truncated.flags & dns.flags.TC
+    assert truncated.ednsflags & dns.flags.DO

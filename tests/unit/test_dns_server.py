@@ -6,40 +6,23 @@ import asyncio
 import logging
 import socket
 import struct
+import threading
 
 import dns.asyncquery
 import dns.flags
 import dns.message
+import dns.query
 import dns.rcode
 import pytest
+from dns_fixtures import shop_cluster
 from prometheus_client import CollectorRegistry, generate_latest
 
 from kubeplane.dns.fake_upstream import FakeUpstream
 from kubeplane.dns.server import DnsServer
-from kubeplane.model.objects import (
-    SERVICE_NAME_LABEL,
-    Cluster,
-    Endpoint,
-    EndpointPort,
-    EndpointSlice,
-    ObjectMeta,
-    Service,
-    ServicePort,
-)
+from kubeplane.model.objects import Cluster, ObjectMeta, Service, ServicePort
 
-WEB = Service(ObjectMeta("web", "shop"), cluster_ips=("10.96.0.20",), ports=(ServicePort(80, name="http"),))
-DB = Service(ObjectMeta("db", "shop"), headless=True, ports=(ServicePort(5432, name="pg"),))
-EXT = Service(ObjectMeta("ext", "shop"), type="ExternalName", external_name="www.example.com")
 TIMEOUT = 3.0
-
-
-def db_slice(count: int) -> EndpointSlice:
-    endpoints = tuple(Endpoint((f"10.244.1.{1 + i}",)) for i in range(count))
-    meta = ObjectMeta("db-1", "shop", labels={SERVICE_NAME_LABEL: "db"})
-    return EndpointSlice(meta, endpoints=endpoints, ports=(EndpointPort(5432, name="pg"),))
-
-
-CLUSTER = Cluster(services=(WEB, DB, EXT), endpoint_slices=(db_slice(60),))
+CLUSTER = shop_cluster(db_endpoints=60)
 
 
 async def udp(server: DnsServer, name: str, rdtype: str = "A", **make: object) -> dns.message.Message:
@@ -49,8 +32,11 @@ async def udp(server: DnsServer, name: str, rdtype: str = "A", **make: object) -
 
 
 async def tcp(server: DnsServer, name: str, rdtype: str = "A") -> dns.message.Message:
+    return await tcp_message(server, dns.message.make_query(name, rdtype))
+
+
+async def tcp_message(server: DnsServer, query: dns.message.Message) -> dns.message.Message:
     assert server.address is not None
-    query = dns.message.make_query(name, rdtype)
     return await dns.asyncquery.tcp(query, server.address[0], port=server.address[1], timeout=TIMEOUT)
 
 
@@ -136,6 +122,42 @@ async def test_unknown_opcode_is_notimp_and_unknown_edns_version_badvers() -> No
         badvers = await udp(server, "web.shop.svc.cluster.local.", use_edns=1)
     assert notimp.rcode() == dns.rcode.NOTIMP
     assert badvers.rcode() == dns.rcode.BADVERS
+
+
+async def test_do_bit_is_echoed_on_fast_slow_and_error_paths() -> None:
+    """RFC 3225: the responder copies DO into its OPT, whichever path answers."""
+    async with DnsServer(CLUSTER) as server:
+        fast = await udp(server, "web.shop.svc.cluster.local.", want_dnssec=True)
+        first_negative = await udp(server, "nope.shop.svc.cluster.local.", want_dnssec=True)  # slow path
+        over_tcp = await tcp_message(
+            server, dns.message.make_query("db.shop.svc.cluster.local.", "A", want_dnssec=True)
+        )
+        refused = await udp(server, "www.example.com.", want_dnssec=True)
+        badvers = await udp(server, "web.shop.svc.cluster.local.", use_edns=1, ednsflags=dns.flags.DO)
+        plain_edns = await udp(server, "nope2.shop.svc.cluster.local.", use_edns=0)
+    assert fast.answer and first_negative.rcode() == dns.rcode.NXDOMAIN and over_tcp.answer
+    for reply in (fast, first_negative, over_tcp, refused, badvers):
+        assert reply.ednsflags & dns.flags.DO, reply
+    assert plain_edns.edns == 0 and not plain_edns.ednsflags & dns.flags.DO
+
+
+async def test_ad_bit_of_the_query_is_never_copied_into_a_reply() -> None:
+    """dig sets AD; a server that validates nothing must answer with AD clear (RFC 6840 5.8)."""
+    async with DnsServer(CLUSTER) as server:
+        replies = [
+            await udp(server, "web.shop.svc.cluster.local.", flags=dns.flags.RD | dns.flags.AD),
+            await udp(server, "nope.shop.svc.cluster.local.", flags=dns.flags.RD | dns.flags.AD),
+            await udp(server, "_http._tcp.web.shop.svc.cluster.local.", "SRV", flags=dns.flags.AD),
+            await udp(server, "www.example.com.", flags=dns.flags.RD | dns.flags.AD),
+        ]
+    assert [r.rcode() for r in replies] == [
+        dns.rcode.NOERROR,
+        dns.rcode.NXDOMAIN,
+        dns.rcode.NOERROR,
+        dns.rcode.REFUSED,
+    ]
+    for reply in replies:
+        assert not reply.flags & dns.flags.AD, reply
 
 
 async def test_names_outside_the_domain_are_refused_without_upstream() -> None:
@@ -274,3 +296,46 @@ async def test_metrics_use_coredns_names() -> None:
     for name, labels, value in expected:
         assert registry.get_sample_value(name, labels) == value, (name, labels)
     assert "coredns_dns_request_duration_seconds_bucket" in generate_latest(registry).decode()
+
+
+async def test_cluster_names_are_answered_while_the_event_loop_is_blocked() -> None:
+    """The UDP fast path runs on its own thread, and packs first-time questions (search-path expansions,
+    pod names) there too: a CPU-bound loop (a proxy sync in the daemon) holds cluster answers up for a
+    switch interval at most, not until the loop is free again."""
+    answered = threading.Event()
+    replies: list[dns.message.Message] = []
+    names = (
+        "web.shop.svc.cluster.local.",
+        "web.shop.svc.cluster.local.cluster.local.",
+        "10-1-2-3.shop.pod.cluster.local.",
+    )
+
+    def client(address: tuple[str, int]) -> None:
+        for name in names:
+            query = dns.message.make_query(name, "A")
+            replies.append(dns.query.udp(query, address[0], port=address[1], timeout=TIMEOUT))
+        answered.set()
+
+    async with DnsServer(CLUSTER) as server:
+        assert server.address is not None
+        thread = threading.Thread(target=client, args=(server.address,))
+        thread.start()
+        answered_while_blocked = answered.wait(TIMEOUT)  # blocks the loop on purpose
+        thread.join(TIMEOUT)
+    assert answered_while_blocked
+    web, search_expansion, pod = replies
+    assert [rr.address for rr in web.answer[0]] == ["10.96.0.20"]
+    assert search_expansion.rcode() == dns.rcode.NXDOMAIN
+    assert [rr.address for rr in pod.answer[0]] == ["10.1.2.3"]
+
+
+async def test_stop_ends_the_udp_thread_and_closes_the_socket() -> None:
+    server = DnsServer(CLUSTER)
+    address = await server.start()
+    thread_name = f"dns-udp-{address[1]}"
+    running = [t.name for t in threading.enumerate()]
+    await server.stop()
+    assert thread_name in running
+    assert thread_name not in [t.name for t in threading.enumerate()]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rebind:
+        rebind.bind(address)  # the port is free again

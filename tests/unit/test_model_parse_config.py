@@ -12,6 +12,8 @@ from kubeplane.model.objects import (
     KubeProxyConfiguration,
     SyncPeriods,
 )
+from kubeplane.model.parse import parse_object
+from kubeplane.model.serialize import to_manifest
 
 
 def test_every_kube_proxy_field_is_parsed() -> None:
@@ -50,6 +52,29 @@ def test_every_kube_proxy_field_is_parsed() -> None:
     assert config.conntrack == ConntrackConfig(0, 1000, 86400.0, 3600.0, 30.0, 120.0)
 
 
+@pytest.mark.parametrize(
+    ("mode", "bridge", "prefix"),
+    [("BridgeInterface", "cbr0", ""), ("InterfaceNamePrefix", "", "veth"), ("ClusterCIDR", "cbr0", "veth")],
+)
+def test_detect_local_interfaces_are_parsed_for_every_mode(mode: str, bridge: str, prefix: str) -> None:
+    detect = ", ".join(
+        f"{name}: {value}"
+        for name, value in (("bridgeInterface", bridge), ("interfaceNamePrefix", prefix))
+        if value
+    )
+    config = parse_one(_proxy(f"detectLocalMode: {mode}\ndetectLocal: {{{detect}}}"))
+    assert (
+        config.detect_local_mode,
+        config.detect_local_bridge_interface,
+        config.detect_local_interface_name_prefix,
+    ) == (mode, bridge, prefix)
+
+
+def test_unknown_detect_local_field_is_warned_about() -> None:
+    parsed = parse(_proxy("detectLocal: {bridgeInterface: cbr0, interfaceName: eth0}"))
+    assert [w for w in parsed.warnings if "detectLocal.interfaceName" in w and "unknown field" in w]
+
+
 def test_empty_kube_proxy_configuration_has_kube_proxy_defaults() -> None:
     config = parse_one(
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ''\n"
@@ -77,6 +102,27 @@ def _proxy(body: str) -> str:
         ("ipvs: {scheduler: random}", "ipvs.scheduler", "must be one of rr, wrr"),
         ("nodePortAddresses: [eth0]", "nodePortAddresses[0]", "must be a valid CIDR"),
         ("conntrack: {min: -1}", "conntrack.min", "must be 0 or more"),
+        (
+            "detectLocalMode: BridgeInterface",
+            "detectLocal.bridgeInterface",
+            "must be set when detectLocalMode is BridgeInterface",
+        ),
+        (
+            "detectLocalMode: InterfaceNamePrefix\ndetectLocal: {bridgeInterface: cbr0}",
+            "detectLocal.interfaceNamePrefix",
+            "must be set when detectLocalMode is InterfaceNamePrefix",
+        ),
+        (
+            "detectLocal: {interfaceNamePrefix: fifteen-chars-x}",
+            "detectLocal.interfaceNamePrefix",
+            "at most 14",
+        ),
+        (
+            "detectLocal: {bridgeInterface: 'br 0'}",
+            "detectLocal.bridgeInterface",
+            "must be an interface name",
+        ),
+        ("detectLocal: {bridgeInterface: 7}", "detectLocal.bridgeInterface", "must be a string"),
     ],
 )
 def test_invalid_kube_proxy_field_names_file_object_and_field(body: str, field: str, message: str) -> None:
@@ -151,3 +197,43 @@ def test_formatted_durations_read_back_to_the_same_seconds(seconds: float) -> No
 @pytest.mark.parametrize("text", ["", "s", "10", "1x", "-1s", "1s2"])
 def test_malformed_durations_are_refused(text: str) -> None:
     assert isinstance(parse_duration(text), str)
+
+
+def test_detect_local_interfaces_survive_serialization() -> None:
+    config = KubeProxyConfiguration(
+        detect_local_mode="InterfaceNamePrefix",
+        detect_local_bridge_interface="cbr0",
+        detect_local_interface_name_prefix="veth",
+    )
+    assert parse_object(to_manifest(config)) == config
+
+
+def test_unset_min_sync_period_is_told_apart_from_an_explicit_one_second() -> None:
+    config = parse_one("""
+        apiVersion: kubeproxy.config.k8s.io/v1alpha1
+        kind: KubeProxyConfiguration
+        iptables: {minSyncPeriod: 1s}
+    """)
+    assert isinstance(config, KubeProxyConfiguration)
+    assert config.iptables.min_sync_period == 1.0
+    assert config.ipvs.min_sync_period is None
+    assert config.nftables == SyncPeriods(30.0, None)
+
+
+def test_top_level_min_sync_period_is_the_default_of_every_mode() -> None:
+    config = parse_one("""
+        apiVersion: kubeproxy.config.k8s.io/v1alpha1
+        kind: KubeProxyConfiguration
+        minSyncPeriod: 2s
+        ipvs: {minSyncPeriod: 100ms}
+    """)
+    assert isinstance(config, KubeProxyConfiguration)
+    assert (config.iptables.min_sync_period, config.ipvs.min_sync_period) == (2.0, 0.1)
+
+
+def test_min_sync_period_round_trips_through_a_manifest_set_or_not() -> None:
+    config = KubeProxyConfiguration(iptables=SyncPeriods(30.0, 1.0))
+    manifest = to_manifest(config)
+    assert manifest["iptables"]["minSyncPeriod"] == "1s"
+    assert "minSyncPeriod" not in manifest["ipvs"]
+    assert parse_object(manifest) == config

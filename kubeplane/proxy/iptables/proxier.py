@@ -8,6 +8,13 @@ shared dispatch chains), and chains no longer used are deleted. Each sync is one
 --noflush` per family, atomic per table. After a successful sync, stale UDP/SCTP conntrack entries are
 cleared (kubeplane.proxy.conntrack).
 
+A change's latency must not grow with the cluster, so a partial sync avoids work proportional to it where
+the result is the same: services are planned through a per-node `PlanCache` (only changed services are
+planned again), only changed ports are rendered, and unchanged shared chains are left out of the restore
+(kubeplane.proxy.iptables.partial); a sync with nothing to write runs no restore at all. The canary chain
+is checked at most once per `canary_period` (kube-proxy checks it from a background monitor every
+syncPeriod), since each check is a process spawn.
+
 The core is asyncio (`sync_async`, for the daemon); `sync` is a thin blocking wrapper for tests and tools.
 """
 
@@ -20,18 +27,19 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kubeplane.model.objects import Cluster, IPFamily
 from kubeplane.netns.nsfs import in_netns, write_sysctl
 from kubeplane.netns.run import CommandFailed
 from kubeplane.proxy.conntrack import PROTOCOL_NUMBERS, clear_stale_entries_async, stale_targets
 from kubeplane.proxy.iptables.chains import KUBE_PROXY_CANARY
-from kubeplane.proxy.iptables.render import changed_service_ports, jump_rules, node_context, render_iptables
+from kubeplane.proxy.iptables.partial import PartialRestore, changed_ports, partial_restore
+from kubeplane.proxy.iptables.render import RenderedRuleset, jump_rules, node_context, render_iptables
 from kubeplane.proxy.iptables.service_rules import NodeContext
 from kubeplane.proxy.iptables.stream import FullRestoreStream
 from kubeplane.proxy.iptables.tools import DEFAULT_BACKEND, IptablesBackend, IptablesTools
-from kubeplane.proxy.plan import NodePlan, ServicePortPlan, plan_node
+from kubeplane.proxy.plan import NodePlan, PlanCache, ServicePortPlan, plan_node
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +65,16 @@ class SyncResult:
 
 @dataclass(frozen=True)
 class _AppliedFamily:
-    """What the kernel holds for one family after the last successful sync."""
+    """What the kernel holds for one family after the last successful sync.
+
+    `skeleton` renders the node-wide rules (everything but service ports); `partial` is the last partial
+    sync (None after a full one), which the next partial sync builds on."""
 
     ports: tuple[ServicePortPlan, ...]
     active_nat_chains: frozenset[str]
     context: NodeContext
+    skeleton: RenderedRuleset
+    partial: PartialRestore | None = None
 
 
 class IptablesProxier:
@@ -74,15 +87,19 @@ class IptablesProxier:
         *,
         backend: IptablesBackend = DEFAULT_BACKEND,
         full_sync_period: float = FULL_SYNC_PERIOD_SECONDS,
+        canary_period: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.netns = netns
         self.node_name = node_name
         self.backend = backend
         self.full_sync_period = full_sync_period
+        self.canary_period = canary_period
         self._clock = clock
         self._needs_full = True
         self._last_full: float | None = None
+        self._canary_checked: float | None = None
+        self._plans = PlanCache()
         self._applied: dict[IPFamily, _AppliedFamily] = {}
         self._plan: NodePlan | None = None
         self._rules_cache: tuple[NodePlan, str] | None = None
@@ -107,7 +124,7 @@ class IptablesProxier:
 
     async def _sync(self, cluster: Cluster) -> SyncResult:
         started = time.perf_counter()
-        plan = plan_node(cluster, self.node_name)
+        plan = plan_node(cluster, self.node_name, self._plans)
         families: tuple[IPFamily, ...] = ("IPv4", "IPv6") if self._uses_ipv6(plan) else ("IPv4",)
         full = await self._full_sync_due(families)
         changed = deleted = 0
@@ -136,7 +153,7 @@ class IptablesProxier:
             )
         if full:
             self._needs_full = False
-            self._last_full = self._clock()
+            self._last_full = self._canary_checked = self._clock()
         conntrack_deleted = await self._clear_conntrack(plan, families)
         self._plan = plan
         seconds = time.perf_counter() - started
@@ -180,8 +197,12 @@ class IptablesProxier:
     async def _full_sync_due(self, families: tuple[IPFamily, ...]) -> bool:
         if self._needs_full or self._last_full is None:
             return True
-        if self._clock() - self._last_full > self.full_sync_period:
+        now = self._clock()
+        if now - self._last_full > self.full_sync_period:
             return True
+        if self._canary_checked is not None and now - self._canary_checked < self.canary_period:
+            return False
+        self._canary_checked = now
         for family in families:
             if not await self._tools(family).chain_exists_async("mangle", KUBE_PROXY_CANARY):
                 log.warning(
@@ -199,22 +220,22 @@ class IptablesProxier:
         applied = self._applied.get(family)
         ports = plan.ports_for(family)
         context = node_context(plan, family)
+        skeleton = render_iptables(replace(plan, service_ports=()), family)
         full = full or applied is None or applied.context != context
         if full or applied is None:
             stream = await self._full_stream(tools, plan, family)
             await tools.restore_stream_async(itertools.chain(stream.chunks(), [CANARY_TEXT]))
             active, stale = frozenset(stream.active_nat_chains), set(stream.stale_chains)
-            changed = len(ports)
-        else:
-            changed_ids = changed_service_ports(applied.ports, ports)
-            rendered = render_iptables(plan, family, changed=changed_ids)
-            active = rendered.active_nat_chains
-            stale = set(applied.active_nat_chains - active)
-            changed = len(changed_ids)
-            partial = rendered.with_stale_chains(stale)
-            await tools.restore_async(partial.restore_text("filter") + partial.restore_text("nat"))
-        self._applied[family] = _AppliedFamily(ports, active, context)
-        return changed, len(stale), full
+            self._applied[family] = _AppliedFamily(ports, active, context, skeleton)
+            return len(ports), len(stale), True
+        changed_ids = changed_ports(applied.ports, ports)
+        partial = partial_restore(
+            ports, changed_ids, context, skeleton, applied.partial, applied.active_nat_chains
+        )
+        if partial.text:
+            await tools.restore_async(partial.text)
+        self._applied[family] = _AppliedFamily(ports, partial.active_nat_chains, context, skeleton, partial)
+        return len(changed_ids), len(partial.stale_chains), False
 
     @staticmethod
     async def _full_stream(tools: IptablesTools, plan: NodePlan, family: IPFamily) -> FullRestoreStream:

@@ -240,7 +240,8 @@ def node_context(plan: NodePlan, family: IPFamily) -> NodeContext:
     partial sync would leave unchanged services' chains stale, so the proxier syncs fully instead."""
     return NodeContext(
         node_ip=plan.node_ip(family),
-        local_cidr=plan.local_cidr(family),
+        if_local=plan.if_local(family),
+        if_not_local=plan.if_not_local(family),
         masquerade_all=plan.masquerade_all,
         large_cluster=sum(len(sp.endpoints) for sp in plan.ports_for(family)) > LARGE_CLUSTER_ENDPOINTS,
     )

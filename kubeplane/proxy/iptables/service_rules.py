@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from kubeplane.proxy.endpoints import EndpointPlan
 from kubeplane.proxy.iptables.chains import (
@@ -18,7 +19,7 @@ from kubeplane.proxy.iptables.chains import (
     KUBE_NODEPORTS,
     KUBE_PROXY_FIREWALL,
     KUBE_SERVICES,
-    endpoint_chain,
+    endpoint_chains,
     external_chain,
     firewall_chain,
     service_chain,
@@ -42,11 +43,13 @@ class NodeContext:
     """The node facts every service port's rules depend on."""
 
     node_ip: str | None
-    local_cidr: str | None
+    if_local: str | None  # the local-traffic detector's arguments (`-s CIDR`, `-i IFACE`); None: no detector
+    if_not_local: str | None
     masquerade_all: bool
     large_cluster: bool
 
 
+@lru_cache(maxsize=1024)
 def probability(n: int) -> str:
     """The statistic match probability for the first of `n` remaining endpoints: 1/n to 10 decimals."""
     return f"{1.0 / n:.10f}"
@@ -155,7 +158,9 @@ def write_service_port(
         active.add(svc_chain)
     if uses_local_chain:
         active.add(svl_chain)
-    sep_chains = [endpoint_chain(name, proto, ep.address) for ep in cats.reachable]
+    reachable = cats.reachable
+    addresses = tuple([ep.address for ep in reachable])
+    sep_chains = endpoint_chains(name, proto, addresses)
     active.update(sep_chains)
     if own is None:
         return
@@ -165,8 +170,8 @@ def write_service_port(
     if has_internal:
         if ctx.masquerade_all:
             rules.append(f"-A {internal_chain} {cluster_ip_match} -j {KUBE_MARK_MASQ}")
-        elif ctx.local_cidr is not None:
-            rules.append(f"-A {internal_chain} {cluster_ip_match} ! -s {ctx.local_cidr} -j {KUBE_MARK_MASQ}")
+        elif ctx.if_not_local is not None:
+            rules.append(f"-A {internal_chain} {cluster_ip_match} {ctx.if_not_local} -j {KUBE_MARK_MASQ}")
 
     if uses_ext_chain:
         chains.append(f":{ext_chain} - [0:0]")
@@ -176,10 +181,10 @@ def write_service_port(
                 f"-j {KUBE_MARK_MASQ}"
             )
         else:
-            if ctx.local_cidr is not None:
+            if ctx.if_local is not None:
                 rules.append(
                     f'-A {ext_chain} -m comment --comment "pod traffic for {name} external destinations" '
-                    f"-s {ctx.local_cidr} -j {svc_chain}"
+                    f"{ctx.if_local} -j {svc_chain}"
                 )
             rules.append(
                 f"-A {ext_chain} -m comment "
@@ -208,41 +213,70 @@ def write_service_port(
             f'--comment "other traffic to {name} will be dropped by {KUBE_PROXY_FIREWALL}"'
         )
 
+    large = ctx.large_cluster
     if uses_cluster_chain:
         chains.append(f":{svc_chain} - [0:0]")
-        _write_dispatch(rules, sp, svc_chain, cats.cluster, ctx.large_cluster)
+        _write_dispatch(rules, sp, svc_chain, _subset(cats.cluster, reachable, addresses, sep_chains), large)
     if uses_local_chain:
         chains.append(f":{svl_chain} - [0:0]")
-        _write_dispatch(rules, sp, svl_chain, cats.local, ctx.large_cluster)
+        _write_dispatch(rules, sp, svl_chain, _subset(cats.local, reachable, addresses, sep_chains), large)
 
-    for ep, sep in zip(cats.reachable, sep_chains, strict=True):
-        chains.append(f":{sep} - [0:0]")
-        comment = "" if ctx.large_cluster else f" -m comment --comment {name}"
-        rules.append(f"-A {sep}{comment} -s {ep.ip} -j {KUBE_MARK_MASQ}")
-        recent = f" -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
-        rules.append(f"-A {sep}{comment}{recent} {match} -j DNAT --to-destination {ep.address}")
+    comment = "" if large else f" -m comment --comment {name}"
+    if sp.affinity_timeout is None:
+        for ep, address, sep in zip(reachable, addresses, sep_chains, strict=True):
+            chains.append(f":{sep} - [0:0]")
+            rules.append(f"-A {sep}{comment} -s {ep.ip} -j {KUBE_MARK_MASQ}")
+            rules.append(f"-A {sep}{comment} {match} -j DNAT --to-destination {address}")
+    else:
+        for ep, address, sep in zip(reachable, addresses, sep_chains, strict=True):
+            chains.append(f":{sep} - [0:0]")
+            rules.append(f"-A {sep}{comment} -s {ep.ip} -j {KUBE_MARK_MASQ}")
+            rules.append(
+                f"-A {sep}{comment} -m recent --name {sep} --set {match} -j DNAT --to-destination {address}"
+            )
+
+
+def _subset(
+    chosen: tuple[EndpointPlan, ...],
+    reachable: tuple[EndpointPlan, ...],
+    addresses: tuple[str, ...],
+    sep_chains: tuple[str, ...],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The addresses and KUBE-SEP names of `chosen` (the cluster or local set, both drawn from
+    `reachable`), reusing what was computed for `reachable`: usually it is the very same tuple.
+    Addresses are unique within a service port (the plan deduplicates them)."""
+    if chosen is reachable:
+        return addresses, sep_chains
+    sep_by_address = dict(zip(addresses, sep_chains, strict=True))
+    picked = tuple([ep.address for ep in chosen])
+    return picked, tuple([sep_by_address[address] for address in picked])
 
 
 def _write_dispatch(
-    rules: list[str], sp: ServicePortPlan, chain: str, endpoints: tuple[EndpointPlan, ...], large: bool
+    rules: list[str],
+    sp: ServicePortPlan,
+    chain: str,
+    seps: tuple[tuple[str, ...], tuple[str, ...]],
+    large: bool,
 ) -> None:
     """kube-proxy's writeServiceToEndpointRules: affinity checks first, then the random spread."""
     name = sp.name_string
-    proto = sp.protocol.lower()
-    seps = [(ep.address, endpoint_chain(name, proto, ep.address)) for ep in endpoints]
+    addresses, sep_chains = seps
+    if large:
+        comments = [""] * len(addresses)
+    else:
+        comments = [f' -m comment --comment "{name} -> {address}"' for address in addresses]
     if sp.affinity_timeout is not None:
-        for address, sep in seps:
-            comment = "" if large else f' -m comment --comment "{name} -> {address}"'
-            rules.append(
-                f"-A {chain}{comment} -m recent --name {sep} --rcheck "
-                f"--seconds {sp.affinity_timeout} --reap -j {sep}"
-            )
-    count = len(seps)
-    for i, (address, sep) in enumerate(seps):
-        comment = "" if large else f' -m comment --comment "{name} -> {address}"'
-        last = i == count - 1
-        spread = "" if last else f" -m statistic --mode random --probability {probability(count - i)}"
-        rules.append(f"-A {chain}{comment}{spread} -j {sep}")
+        check = f"--rcheck --seconds {sp.affinity_timeout} --reap"
+        for comment, sep in zip(comments, sep_chains, strict=True):
+            rules.append(f"-A {chain}{comment} -m recent --name {sep} {check} -j {sep}")
+    count = len(sep_chains)
+    for i, (comment, sep) in enumerate(zip(comments, sep_chains, strict=True)):
+        if i == count - 1:
+            rules.append(f"-A {chain}{comment} -j {sep}")
+        else:
+            spread = f"-m statistic --mode random --probability {probability(count - i)}"
+            rules.append(f"-A {chain}{comment} {spread} -j {sep}")
 
 
 def _contains(cidr: str, ip: str | None) -> bool:

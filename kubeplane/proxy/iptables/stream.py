@@ -29,7 +29,9 @@ from kubeplane.proxy.iptables.render import (
 from kubeplane.proxy.iptables.service_rules import RuleBuffers, write_service_port
 from kubeplane.proxy.plan import NodePlan
 
-SERVICES_PER_CHUNK = 256
+# About 200 KiB of rules at 10 endpoints per service: several chunks fit in the restore pipe (see
+# IptablesTools.restore_stream_async), so restore always has input queued while the next one renders.
+SERVICES_PER_CHUNK = 64
 
 
 @dataclass

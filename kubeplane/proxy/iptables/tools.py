@@ -9,12 +9,16 @@ backend stays selectable for comparison (and for kernels without nf_tables).
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from kubeplane.model.objects import IPFamily
 from kubeplane.netns.run import CommandFailed, netns_argv, run_in_netns, run_in_netns_async
+
+log = logging.getLogger(__name__)
 
 
 class IptablesBackend(StrEnum):
@@ -23,6 +27,10 @@ class IptablesBackend(StrEnum):
 
 
 DEFAULT_BACKEND = IptablesBackend.NFT
+# While Python renders the next chunk the event loop is busy and nothing tops the pipe up: restore can only
+# parse what the pipe buffer holds. 64 KiB (Linux's default) is a few hundred rules, so restore sat idle
+# during most of each render; 1 MiB (the default /proc/sys/fs/pipe-max-size) holds several chunks.
+RESTORE_PIPE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class IptablesTools:
             stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdin is not None and proc.stderr is not None
+        _widen_pipe(proc.stdin)
         stderr_task = asyncio.ensure_future(proc.stderr.read())
         try:
             for chunk in chunks:
@@ -88,3 +97,12 @@ class IptablesTools:
         except CommandFailed:
             return False
         return True
+
+
+def _widen_pipe(writer: asyncio.StreamWriter) -> None:
+    """Grow the pipe to RESTORE_PIPE_BYTES; a kernel that refuses keeps the default size (only slower)."""
+    pipe = writer.transport.get_extra_info("pipe")
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, RESTORE_PIPE_BYTES)
+    except (OSError, AttributeError) as err:
+        log.debug("could not widen restore pipe error=%s", err)

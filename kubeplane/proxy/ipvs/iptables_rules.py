@@ -161,11 +161,11 @@ def render_ipvs_iptables(plan: NodePlan, state: IpvsState) -> IpvsRuleset:
 
     if has(names.CLUSTER_IP):
         match = f"{_comment(names.CLUSTER_IP)} -m set --match-set {name(names.CLUSTER_IP)}"
-        local_cidr = plan.local_cidr(family)
+        if_not_local = plan.if_not_local(family)
         if plan.masquerade_all:
             nat.append(f"-A {KUBE_SERVICES} {match} dst,dst -j {KUBE_MARK_MASQ}")
-        elif local_cidr:
-            nat.append(f"-A {KUBE_SERVICES} ! -s {local_cidr} {match} dst,dst -j {KUBE_MARK_MASQ}")
+        elif if_not_local:
+            nat.append(f"-A {KUBE_SERVICES} {if_not_local} {match} dst,dst -j {KUBE_MARK_MASQ}")
         else:
             # Without local-traffic detection, masquerade node-originated traffic whose source is a VIP
             # (the kernel picks a kube-ipvs0 address as the source of a connection to a VIP).
