@@ -1,4 +1,5 @@
-"""`kubeplane dns`: serve the cluster zone built from manifests, or answer one question from it offline."""
+"""`kubeplane dns`: serve the cluster zone built from manifests or read from a real API server, or answer one
+question from manifests offline."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from kubeplane.dns.wire import pack_reply
 from kubeplane.dns.zone import build_zone
 from kubeplane.loader import load_cluster
 from kubeplane.model.errors import ManifestErrors
+from kubeplane.model.objects import KubeObject
 from kubeplane.sources.manifests import ManifestSource
 from kubeplane.store import ClusterStore
 
@@ -38,13 +40,27 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    file: FileOption,
+    file: Annotated[
+        Path | None, typer.Option("-f", "--file", help="Manifest file or directory.", exists=True)
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            "--kubeconfig",
+            help="Serve a real cluster's names, list+watched from its API server.",
+            exists=True,
+        ),
+    ] = None,
+    context: Annotated[str | None, typer.Option("--context", help="Kubeconfig context.")] = None,
     listen: Annotated[str, typer.Option(help="host:port for UDP and TCP.")] = "127.0.0.1:5353",
     upstream: Annotated[
         list[str] | None, typer.Option(help="Upstream resolver ip[:port]; repeatable. Default: from config.")
     ] = None,
 ) -> None:
-    """Serve cluster DNS on LISTEN, rebuilding the zone whenever the manifests under FILE change."""
+    """Serve cluster DNS on LISTEN for the manifests under FILE (followed as they change) or for the cluster
+    of KUBECONFIG (Services, EndpointSlices, Namespaces and Pods, as CoreDNS's kubernetes plugin watches)."""
+    if (file is None) == (kubeconfig is None):
+        raise typer.BadParameter("give exactly one of -f PATH and --kubeconfig FILE")
     try:
         host, port = parse_listen(listen)
         for address in upstream or ():
@@ -53,13 +69,41 @@ def serve(
         raise typer.BadParameter(str(error)) from error
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     store = ClusterStore()
+    if kubeconfig is not None:
+        feed = _api_feed(kubeconfig, context, store)
+    elif file is not None:
+        feed = _manifests_feed(file, store)
+    _run(_serve(store, feed, host, port, upstream or None))
+
+
+def _manifests_feed(file: Path, store: ClusterStore) -> Coroutine[Any, Any, None]:
+    """Load FILE into `store` now (exit on errors: there is no last good state yet), then watch it."""
     source = ManifestSource([file], store)
     source.load()
     if store.version == 0 and source.errors:
         for problem in source.errors:
             typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(1)
-    _run(_serve(store, source, host, port, upstream or None))
+    return source.watch()
+
+
+def _api_feed(kubeconfig: Path, context: str | None, store: ClusterStore) -> Coroutine[Any, Any, None]:
+    """List+watch the API server of KUBECONFIG into `store`; the zone is empty until the first list is in."""
+    from kubeplane.sources.kubeconfig import KubeconfigError, load_kubeconfig  # aiohttp: only when needed
+    from kubeplane.sources.kubernetes import CORE_RESOURCES, KubernetesSource, assemble_cluster
+
+    try:
+        credentials = load_kubeconfig(kubeconfig, context)
+    except KubeconfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    resources = tuple(r for r in CORE_RESOURCES if r.kind != "Node")  # DNS needs no nodes
+
+    def publish(objects: tuple[KubeObject, ...]) -> None:
+        store.replace(assemble_cluster(objects))
+
+    source = KubernetesSource(credentials, publish, resources)
+    return source.run()
 
 
 def query(
@@ -101,14 +145,14 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 async def _serve(
-    store: ClusterStore, source: ManifestSource, host: str, port: int, upstreams: list[str] | None
+    store: ClusterStore, feed: Coroutine[Any, Any, None], host: str, port: int, upstreams: list[str] | None
 ) -> None:
     """Serve and follow the store: every accepted change set updates the records it touches; refused edits
     keep the last good zone."""
     server = DnsServer(store.cluster, upstreams=upstreams)
     await server.start(host, port)
     changes = store.subscribe()
-    watcher = asyncio.create_task(source.watch())
+    watcher = asyncio.create_task(feed)
     try:
         while True:
             await server.apply(await changes.get())

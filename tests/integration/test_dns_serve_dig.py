@@ -23,6 +23,7 @@ from kubeplane.model.objects import Cluster, KubeplaneConfiguration
 from kubeplane.netns.nsfs import create_netns, open_socket_in_netns, remove_netns
 from kubeplane.netns.run import run_in_netns
 from kubeplane.testing import unique_lab_name
+from tests.unit.test_sources_kubernetes import FakeApiServer, running
 
 pytestmark = pytest.mark.root
 
@@ -247,3 +248,42 @@ async def test_server_listening_in_a_namespace_forwards_from_that_namespace() ->
         remove_netns(netns)
     assert [rr.address for rr in reply.answer[0]] == ["203.0.113.80"]
     assert [q.qname for q in upstream.received] == ["api.payments.example."]
+
+
+async def test_kubeconfig_source_serves_the_api_servers_names_and_follows_its_watch(tmp_path: Path) -> None:
+    api = FakeApiServer(token="s3cret")
+    api.put("/api/v1/namespaces", {"metadata": {"name": "shop"}})
+    web = {
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"], "ports": [{"port": 80}]},
+    }
+    api.put("/api/v1/services", web)
+    async with running(api):
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+            "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+            f"clusters: [{{name: k, cluster: {{server: '{api.url}'}}}}]\n"
+            "users: [{name: u, user: {token: s3cret}}]\n"
+        )
+        port = free_port()
+        argv = ["dns", "serve", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}"]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CLI, *argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            name, address = "web.shop.svc.cluster.local", ["10.96.0.20"]
+            assert await asyncio.to_thread(wait_for_answer, port, address, name, "A") == address
+            api.put("/api/v1/services", {**web, "metadata": {"name": "api", "namespace": "shop"}})
+            api.delete("/api/v1/services", web)
+            added = "api.shop.svc.cluster.local"
+            assert await asyncio.to_thread(wait_for_answer, port, address, added, "A") == address
+            assert "status: NXDOMAIN" in await asyncio.to_thread(dig, port, name, "A")
+            assert api.watches, "the server never watched"
+        finally:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()

@@ -99,3 +99,19 @@ def test_serve_with_bad_listen_address_is_a_usage_error(manifests: Path) -> None
     code, output = run("dns", "serve", "-f", str(manifests), "--listen", "nonsense")
     assert code == 2
     assert "listen address 'nonsense'" in output
+
+
+@pytest.mark.parametrize("with_kubeconfig", [True, False])
+def test_serve_needs_exactly_one_of_manifests_and_kubeconfig(manifests: Path, with_kubeconfig: bool) -> None:
+    args = ["--kubeconfig", str(manifests)] if with_kubeconfig else []
+    code, output = run("dns", "serve", *(["-f", str(manifests)] if with_kubeconfig else []), *args)
+    assert code == 2
+    assert "exactly one of -f PATH and --kubeconfig FILE" in output
+
+
+def test_serve_with_unusable_kubeconfig_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    code, output = run("dns", "serve", "--kubeconfig", str(kubeconfig))
+    assert code == 1
+    assert output.count("\n") == 1 and str(kubeconfig) in output
