@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,12 +63,12 @@ class RecordingTools:
         stream_restore = IptablesTools.restore_stream_async
         restore = IptablesTools.restore_async
 
-        async def recording_stream(self: IptablesTools, chunks: Iterable[str]) -> None:
+        async def recording_stream(self: IptablesTools, chunks: AsyncIterator[str]) -> None:
             kept: list[str] = []
             cls.written.append("")
 
-            def tee() -> Iterable[str]:
-                for chunk in chunks:
+            async def tee() -> AsyncIterator[str]:
+                async for chunk in chunks:
                     kept.append(chunk)
                     yield chunk
 
@@ -105,7 +105,7 @@ def cold_stream_text(services: int) -> tuple[str, float, float]:
     plan = plan_node(cluster, PROXIED_NODE)
     plan_s = time.perf_counter() - started
     started = time.perf_counter()
-    text = "".join(FullRestoreStream(plan, "IPv4", frozenset(), jump_rules("IPv4")).chunks()) + CANARY_TEXT
+    text = "".join(FullRestoreStream(plan, "IPv4").chunks(frozenset(), jump_rules("IPv4"))) + CANARY_TEXT
     render_s = time.perf_counter() - started
     chains.port_proto_hash.cache_clear()
     chains.endpoint_chains.cache_clear()

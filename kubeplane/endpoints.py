@@ -129,10 +129,9 @@ def _has_selector(service: Service) -> bool:
 
 
 def _is_owned(endpoint_slice: EndpointSlice, selector_services: set[str]) -> bool:
-    service_key = f"{endpoint_slice.meta.namespace}/{endpoint_slice.service_name}"
     return (
         endpoint_slice.meta.labels.get(MANAGED_BY_LABEL) == CONTROLLER_NAME
-        and service_key in selector_services
+        and f"{endpoint_slice.meta.namespace}/{endpoint_slice.service_name}" in selector_services
     )
 
 

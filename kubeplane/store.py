@@ -134,10 +134,18 @@ def diff_clusters(previous: Cluster, current: Cluster) -> tuple[ObjectChange, ..
     changes: list[ObjectChange] = []
     for kind, old_objects in before.items():
         new_objects = after[kind]
-        for key in sorted(old_objects.keys() | new_objects.keys()):
-            old, new = old_objects.get(key), new_objects.get(key)
-            if old != new:
-                changes.append(ObjectChange(kind=kind, key=key, old=old, new=new))
+        # Most objects of a snapshot are the previous one's instances (completion and `reuse_unchanged`
+        # keep them): identity settles those without comparing fields, and only changed keys are sorted.
+        changed = [
+            key
+            for key in old_objects.keys() | new_objects.keys()
+            if old_objects.get(key) is not new_objects.get(key)
+            and old_objects.get(key) != new_objects.get(key)
+        ]
+        for key in sorted(changed):
+            changes.append(
+                ObjectChange(kind=kind, key=key, old=old_objects.get(key), new=new_objects.get(key))
+            )
     return tuple(changes)
 
 

@@ -11,7 +11,7 @@ ports `dns` 53/UDP and `dns-tcp` 53/TCP. Objects of the same kind and name in th
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from kubeplane.dns.server import DnsServer
 from kubeplane.model.objects import (
@@ -85,15 +85,20 @@ def with_cluster_dns(objects: Sequence[KubeObject]) -> tuple[KubeObject, ...]:
 
 
 async def follow_store_for_dns(
-    store: ClusterStore, server: DnsServer, published: Callable[[int], None]
+    store: ClusterStore,
+    server: DnsServer,
+    published: Callable[[int], None],
+    before_apply: Callable[[int], Awaitable[None]] | None = None,
 ) -> None:
     """Keep `server` answering for the store's latest version, calling `published(version)` after each
     update, until cancelled.
 
-    Change sets are applied as they arrive, without waiting for the proxies: a change to a few services
-    costs the DNS server a millisecond or two on the loop (only the records and answers it touches are
-    rebuilt), and larger ones are prepared on a worker thread while queries keep being answered. Several
-    change sets waiting at once are applied in one go."""
+    Change sets are applied as they arrive, without waiting for the proxies to finish: a change to a few
+    services costs the DNS server a millisecond or two on the loop (only the records and answers it touches
+    are rebuilt), and larger ones are prepared on a worker thread while queries keep being answered. Several
+    change sets waiting at once are applied in one go. `before_apply(version)`, when given, is awaited
+    first: the daemon lets its node proxies start programming the same change, so that their restore
+    processes run while the DNS update takes the loop."""
     queue = store.subscribe()
     try:
         while True:
@@ -103,6 +108,8 @@ async def follow_store_for_dns(
             change_set = pending[0] if len(pending) == 1 else coalesce(pending)
             if change_set is None:
                 continue
+            if before_apply is not None:
+                await before_apply(change_set.version)
             await server.apply(change_set)
             published(change_set.version)
     finally:

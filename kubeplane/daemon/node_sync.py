@@ -122,6 +122,7 @@ class NodeSyncLoop:
         self.health_checks = health_checks
         self.last_sync: SyncRecord | None = None
         self.synced_version = 0
+        self.started_version = 0
         self._store = store
         self.health = health
         self.metrics = metrics
@@ -139,6 +140,7 @@ class NodeSyncLoop:
         self._queue: asyncio.Queue[ChangeSet] | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._synced = asyncio.Condition()
+        self._start_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._counted_rules: str | None = None
         metrics.before_scrape(self._count_rules)
 
@@ -166,6 +168,18 @@ class NodeSyncLoop:
         async with asyncio.timeout(timeout), self._synced:
             await self._synced.wait_for(lambda: self.synced_version >= version)
 
+    async def wait_sync_started(self, version: int) -> None:
+        """Block until a sync of the store's `version` (or a later one) has begun.
+
+        A partial sync (the usual kind) plans the node and starts its restore process without yielding to
+        the event loop, so by the time a waiter runs, that process is already working: Python work done then
+        (the DNS update) overlaps with the kernel's instead of delaying it."""
+        if self.started_version >= version:
+            return
+        started = asyncio.get_running_loop().create_future()
+        self._start_waiters.append((version, started))
+        await started
+
     async def _consume(self, queue: asyncio.Queue[ChangeSet]) -> None:
         while True:
             change_sets = [await queue.get()]
@@ -181,6 +195,19 @@ class NodeSyncLoop:
             self.health.set_node_eligible(node is not None and node.meta.deletion_timestamp is None)
             self._runner.run()
 
+    def _mark_started(self, version: int) -> None:
+        """Release the `wait_sync_started` waiters `version` satisfies; they run once this sync yields."""
+        self.started_version = version
+        waiting = []
+        for wanted, started in self._start_waiters:
+            if started.done():
+                continue
+            if wanted <= version:
+                started.set_result(None)
+            else:
+                waiting.append((wanted, started))
+        self._start_waiters = waiting
+
     def _count_rules(self) -> None:
         """At scrape time: rules of the last sync per table (rendering them is too dear for every sync)."""
         rules_text = self.proxier.last_rules()
@@ -190,6 +217,7 @@ class NodeSyncLoop:
 
     async def _sync(self) -> None:
         version, cluster = self._store.version, self._store.cluster
+        self._mark_started(version)
         arrivals, self._arrivals = self._arrivals, []
         started = time.perf_counter()
         try:

@@ -60,16 +60,18 @@ class AddressPool:
         self._first = first_offset
         last = network.num_addresses - (2 if network.version == 4 else 1)
         self._count = max(0, last - first_offset + 1)
-        self._taken: set[IPAddress] = set()
+        # As integers: one pool holds one family, and hashing an ipaddress object is slow (a hex string
+        # per call), which counts when every change the daemon serves reserves every Service's address.
+        self._taken: set[int] = set()
 
     def contains(self, address: IPAddress) -> bool:
         return address.version == self.network.version and address in self.network
 
     def reserve(self, address: IPAddress) -> None:
-        self._taken.add(address)
+        self._taken.add(int(address))
 
     def is_taken(self, address: IPAddress) -> bool:
-        return address in self._taken
+        return int(address) in self._taken
 
     def allocate(self, key: str) -> IPAddress:
         if self._count <= 0:
@@ -77,10 +79,10 @@ class AddressPool:
         start = stable_hash(key) % self._count
         base = int(self.network.network_address) + self._first
         for step in range(min(self._count, 1 << 20)):
-            address = ipaddress.ip_address(base + (start + step) % self._count)
-            if address not in self._taken:
-                self._taken.add(address)
-                return address
+            number = base + (start + step) % self._count
+            if number not in self._taken:
+                self._taken.add(number)
+                return ipaddress.ip_address(number)
         raise PoolExhausted(f"no free address in {self.network}")
 
 

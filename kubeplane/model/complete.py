@@ -9,9 +9,9 @@ equal snapshot. All cross-object problems are raised together as `ManifestErrors
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from kubeplane.model.complete_services import FamilyMemo, complete_services
 from kubeplane.model.complete_topology import complete_nodes, complete_pods
@@ -52,25 +52,26 @@ def build_cluster(
     """
     errors: list[ManifestError] = []
     unique = _without_duplicates(objects, errors)
-    proxy_config = next(_of(unique, KubeProxyConfiguration), KubeProxyConfiguration())
-    kubeplane_config = next(_of(unique, KubeplaneConfiguration), KubeplaneConfiguration())
-    pods = list(_of(unique, Pod))
-    nodes = complete_nodes(list(_of(unique, Node)), pods, proxy_config, errors)
-    service_cidrs = tuple(sorted(_of(unique, ServiceCIDR), key=lambda c: c.meta.name)) or (
+    kinds = _ByKind(unique)
+    proxy_config = next(iter(kinds.of(KubeProxyConfiguration)), KubeProxyConfiguration())
+    kubeplane_config = next(iter(kinds.of(KubeplaneConfiguration)), KubeplaneConfiguration())
+    pods = kinds.of(Pod)
+    nodes = complete_nodes(kinds.of(Node), pods, proxy_config, errors)
+    service_cidrs = tuple(sorted(kinds.of(ServiceCIDR), key=lambda c: c.meta.name)) or (
         _default_service_cidr(nodes),
     )
     completed_pods = complete_pods(pods, nodes, previous, errors)
     services = complete_services(
-        list(_of(unique, Service)), service_cidrs, kubeplane_config.dns_service_ip, previous, errors, memo
+        kinds.of(Service), service_cidrs, kubeplane_config.dns_service_ip, previous, errors, memo
     )
-    slices = _explicit_slices(unique)
+    slices = _explicit_slices(kinds)
     raise_if_any(errors)
     return Cluster(
         services=services.services,
         endpoint_slices=slices,
         pods=completed_pods,
         nodes=nodes,
-        namespaces=_namespaces(unique),
+        namespaces=_namespaces(unique, kinds),
         service_cidrs=service_cidrs,
         proxy_config=proxy_config,
         kubeplane_config=replace(kubeplane_config, dns_service_ip=services.dns_service_ip),
@@ -85,8 +86,18 @@ def _default_service_cidr(nodes: Iterable[Node]) -> ServiceCIDR:
     return ServiceCIDR(ObjectMeta(name=DEFAULT_SERVICE_CIDR_NAME), cidrs)
 
 
-def _of(objects: Iterable[KubeObject], kind: type[T]) -> Iterator[T]:
-    return (obj for obj in objects if isinstance(obj, kind))
+class _ByKind:
+    """The objects grouped by kind in one pass, in their order (completion reads each kind several times,
+    on every change the daemon serves)."""
+
+    def __init__(self, objects: Iterable[KubeObject]) -> None:
+        self._lists: dict[type, list[KubeObject]] = {}
+        for obj in objects:
+            self._lists.setdefault(type(obj), []).append(obj)
+
+    def of(self, kind: type[T]) -> list[T]:
+        """A new list of the objects of `kind` (KubeObject kinds do not subclass each other)."""
+        return cast(list[T], list(self._lists.get(kind, ())))
 
 
 def _without_duplicates(objects: Iterable[KubeObject], errors: list[ManifestError]) -> list[KubeObject]:
@@ -106,13 +117,13 @@ def _without_duplicates(objects: Iterable[KubeObject], errors: list[ManifestErro
     return list(first_by_identity.values())
 
 
-def _explicit_slices(objects: list[KubeObject]) -> tuple[EndpointSlice, ...]:
+def _explicit_slices(kinds: _ByKind) -> tuple[EndpointSlice, ...]:
     """Slices from manifests, minus those mirrored from legacy Endpoints of a Service that has a selector:
     the mirroring controller skips those, the endpoints controller owns that Service's slices."""
-    with_selector = {s.meta.key for s in _of(objects, Service) if s.selector and s.type != "ExternalName"}
+    with_selector = {s.meta.key for s in kinds.of(Service) if s.selector and s.type != "ExternalName"}
     kept = (
         s
-        for s in _of(objects, EndpointSlice)
+        for s in kinds.of(EndpointSlice)
         if not (
             s.meta.labels.get(MIRRORED_BY_LABEL) == MIRRORING_CONTROLLER
             and f"{s.meta.namespace}/{s.service_name}" in with_selector
@@ -121,8 +132,8 @@ def _explicit_slices(objects: list[KubeObject]) -> tuple[EndpointSlice, ...]:
     return tuple(sorted(kept, key=lambda s: s.meta.key))
 
 
-def _namespaces(objects: Iterable[KubeObject]) -> tuple[Namespace, ...]:
-    given = {obj.meta.name: obj for obj in _of(objects, Namespace)}
+def _namespaces(objects: Iterable[KubeObject], kinds: _ByKind) -> tuple[Namespace, ...]:
+    given = {obj.meta.name: obj for obj in kinds.of(Namespace)}
     used = {obj.meta.namespace for obj in objects if obj.meta.namespace}
     names = sorted(used | set(given) | {DEFAULT_NAMESPACE, SYSTEM_NAMESPACE})
     return tuple(given.get(name) or Namespace(ObjectMeta(name=name)) for name in names)

@@ -164,7 +164,7 @@ def _reserve_explicit(
     dns_ip: IPAddress,
     errors: list[ManifestError],
 ) -> None:
-    owners: dict[IPAddress, Service] = {}
+    owners: dict[tuple[int, int], Service] = {}  # by (version, integer): hashing an address object is slow
     all_cidrs = ", ".join(str(pool.network) for family in pools.values() for pool in family)
     for service in services:
         for i, text in enumerate(service.cluster_ips):
@@ -175,8 +175,9 @@ def _reserve_explicit(
                     _error(service, _ip_field(i), f"{text} is outside every ServiceCIDR ({all_cidrs})")
                 )
                 continue
-            if address in owners:
-                other = owners[address]
+            owner = (address.version, int(address))
+            if owner in owners:
+                other = owners[owner]
                 message = f"{text} is already allocated to Service {other.meta.key} ({other.meta.source})"
                 errors.append(_error(service, _ip_field(i), message))
                 continue
@@ -184,7 +185,7 @@ def _reserve_explicit(
                 message = f"{text} is the cluster DNS address; only {DNS_SERVICE_KEY} may use it"
                 errors.append(_error(service, _ip_field(i), message))
                 continue
-            owners[address] = service
+            owners[owner] = service
             pool.reserve(address)
     for pool in pools.get(_family(dns_ip), []):
         if pool.contains(dns_ip):
@@ -274,6 +275,8 @@ def _fill_node_ports(
     wants_ports = service.type == "NodePort" or (
         service.type == "LoadBalancer" and service.allocate_load_balancer_node_ports
     )
+    if not wants_ports and service.type != "LoadBalancer":
+        return service  # a ClusterIP Service (most of them) gets no port: completion runs on every change
     try:
         ports = tuple(
             _with_node_port(service.meta.key, port, pool, earlier)

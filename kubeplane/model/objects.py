@@ -8,6 +8,7 @@ dicts inside frozen dataclasses: they are never mutated after parsing, and objec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 Protocol = Literal["TCP", "UDP", "SCTP"]
@@ -47,9 +48,10 @@ class ObjectMeta:
     deletion_timestamp: str | None = None
     source: Source | None = field(default=None, compare=False)
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """`namespace/name`, or `name` for cluster-scoped objects: the identity within one kind."""
+        """`namespace/name`, or `name` for cluster-scoped objects: the identity within one kind (cached: the
+        store and the completion look it up for every object on every change)."""
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 

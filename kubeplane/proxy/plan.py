@@ -5,104 +5,33 @@ plus CategorizeEndpoints do, for both IP families at once: each ServicePortPlan 
 the node and config facts keep both families so a backend picks its own (`NodePlan.ports_for(family)`).
 Backends render plans; the iptables proxier diffs consecutive plans per service port to decide what a
 partial sync rewrites, which is why every value here is a frozen, comparable dataclass.
+`plan_node_lazily` gives the same plan in two parts, the node facts at once and the service ports as
+they are read, so a full sync can start its restore before the whole plan exists. Per-service planning
+and ServicePortPlan live in kubeplane.proxy.service_plan (re-exported here).
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from kubeplane.model.objects import (
-    Cluster,
-    EndpointSlice,
-    IPFamily,
-    KubeProxyConfiguration,
-    Node,
-    Protocol,
-    Service,
-    ServicePort,
-)
-from kubeplane.proxy.endpoints import NO_HINTS, EndpointCategories, EndpointPlan, categorize_endpoints
+from kubeplane.model.objects import Cluster, EndpointSlice, IPFamily, KubeProxyConfiguration, Node, Service
+from kubeplane.proxy.service_plan import ServicePortPlan, ip_family, plan_service
+
+__all__ = [
+    "LazyPortPlans",
+    "NodePlan",
+    "PlanCache",
+    "ServicePortPlan",
+    "UnknownNodeError",
+    "ip_family",
+    "plan_node",
+    "plan_node_lazily",
+]
 
 
 class UnknownNodeError(LookupError):
     """plan_node was asked for a node the cluster does not have."""
-
-
-def ip_family(address: str) -> IPFamily:
-    """The family of an address or CIDR (`10.0.0.1`, `fd00::/64`)."""
-    return "IPv6" if ":" in address else "IPv4"
-
-
-@dataclass(frozen=True)
-class ServicePortPlan:
-    """One proxied (service, port, family) as this node must implement it.
-
-    `cluster_ip` is the service's cluster IP of `family`; `external_ips`, `load_balancer_ips` and
-    `load_balancer_source_ranges` are already filtered to `family` (LB ingress with ipMode Proxy is
-    left out, as kube-proxy does). `affinity_timeout` is None unless sessionAffinity is ClientIP.
-    `external_policy_local` is only true for NodePort/LoadBalancer services with eTP=Local;
-    `health_check_node_port` only for LoadBalancer services with eTP=Local.
-    `endpoints` holds every known endpoint of the port (sorted by `ip:port`, deduplicated);
-    `categories` holds the cluster and local sets chosen from them.
-    """
-
-    namespace: str
-    name: str
-    port_name: str
-    protocol: Protocol
-    family: IPFamily
-    cluster_ip: str
-    port: int
-    node_port: int | None
-    external_ips: tuple[str, ...]
-    load_balancer_ips: tuple[str, ...]
-    load_balancer_source_ranges: tuple[str, ...]
-    affinity_timeout: int | None
-    external_policy_local: bool
-    internal_policy_local: bool
-    health_check_node_port: int | None
-    endpoints: tuple[EndpointPlan, ...]
-    categories: EndpointCategories
-
-    @property
-    def service_key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def name_string(self) -> str:
-        """kube-proxy's ServicePortName string: `ns/svc:port`, or `ns/svc` when the port is unnamed."""
-        suffix = f":{self.port_name}" if self.port_name else ""
-        return f"{self.namespace}/{self.name}{suffix}"
-
-    @property
-    def identity(self) -> tuple[str, str, IPFamily]:
-        """What tells two plans' entries for the same service port apart: name string, protocol, family."""
-        return (self.name_string, self.protocol, self.family)
-
-    @property
-    def cluster_endpoints(self) -> tuple[EndpointPlan, ...]:
-        """Endpoints for Cluster traffic policies (ready, else serving+terminating; topology applied)."""
-        return self.categories.cluster
-
-    @property
-    def local_endpoints(self) -> tuple[EndpointPlan, ...]:
-        """This node's endpoints for Local traffic policies (empty unless a Local policy applies)."""
-        return self.categories.local
-
-    @property
-    def externally_accessible(self) -> bool:
-        return bool(self.node_port or self.load_balancer_ips or self.external_ips)
-
-    @property
-    def uses_cluster_endpoints(self) -> bool:
-        external_cluster = self.externally_accessible and not self.external_policy_local
-        return not self.internal_policy_local or external_cluster
-
-    @property
-    def uses_local_endpoints(self) -> bool:
-        return self.internal_policy_local or (self.externally_accessible and self.external_policy_local)
 
 
 @dataclass(frozen=True, repr=False)
@@ -181,7 +110,7 @@ class _PlannedService:
 
 
 def _planned(svc: Service, slices: tuple[EndpointSlice, ...], node: Node) -> _PlannedService:
-    ports = _plan_service(svc, slices, node)
+    ports = plan_service(svc, slices, node)
     return _PlannedService(svc, slices, tuple(((sp.family, sp.name_string, sp.protocol), sp) for sp in ports))
 
 
@@ -205,47 +134,94 @@ class PlanCache:
     def service_ports(self, cluster: Cluster, node: Node) -> tuple[ServicePortPlan, ...]:
         """Every proxied service port of `cluster` on `node`, sorted by (family, name, protocol);
         `replanned` then lists the keys of the services that were planned afresh."""
+        return self.lazy_service_ports(cluster, node).all()
+
+    def lazy_service_ports(self, cluster: Cluster, node: Node) -> LazyPortPlans:
+        """The same ports as `service_ports`, each service planned only when its first port is read."""
         config = cluster.proxy_config
         if not (node == self._node and config == self._config):
             self._services = {}
         self._node, self._config = node, config
-        slices_by_service: dict[tuple[str, str], list[EndpointSlice]] = {}
+        return LazyPortPlans(self, cluster, node)
+
+
+class LazyPortPlans:
+    """A node's service port plans in their final order, each service planned when first reached.
+
+    A full sync streams its rules to iptables-restore as it renders them; planning every service before
+    the first rule is written kept restore waiting for the whole plan. The order is computed from the
+    Service objects alone (the (family, name, protocol) keys each port's plan will carry), so ports can be
+    handed out in the final order before the services after them are planned. `all()` plans whatever is
+    left and then records the round in the PlanCache (`replanned`, the entries kept for the next round).
+    """
+
+    def __init__(self, cache: PlanCache, cluster: Cluster, node: Node) -> None:
+        self._cache = cache
+        self._node = node
+        self._previous = cache._services
+        self._slices: dict[tuple[str, str], list[EndpointSlice]] = {}
         for eps in cluster.endpoint_slices:
             service_name = eps.service_name
             if service_name is not None:
-                slices_by_service.setdefault((eps.meta.namespace, service_name), []).append(eps)
-        previous, current = self._services, {}
-        replanned: list[str] = []
-        ordered: list[tuple[tuple[str, str, str], ServicePortPlan]] = []
-        for svc in cluster.services:
-            if svc.headless or svc.type == "ExternalName" or not svc.cluster_ips:
-                continue
-            key = (svc.meta.namespace, svc.meta.name)
-            slices = tuple(slices_by_service.get(key, ()))
-            entry = previous.get(key)
-            # Tuple equality checks identity before equality, element by element: unchanged slices are free.
-            if entry is None or not (
-                (svc is entry.service or svc == entry.service) and slices == entry.slices
-            ):
-                entry = _planned(svc, slices, node)
-                replanned.append(svc.meta.key)
-            current[key] = entry
-            ordered.extend(entry.ordered)
-        self._services = current
-        self.replanned = tuple(replanned)
-        ordered.sort(key=lambda item: item[0])
-        return tuple(sp for _, sp in ordered)
+                self._slices.setdefault((eps.meta.namespace, service_name), []).append(eps)
+        self._services = tuple(
+            svc
+            for svc in cluster.services
+            if not (svc.headless or svc.type == "ExternalName" or not svc.cluster_ips)
+        )
+        self._entries: list[_PlannedService | None] = [None] * len(self._services)
+        self._replanned: set[int] = set()
+        order: list[tuple[tuple[str, str, str], int, int]] = []
+        for index, svc in enumerate(self._services):
+            prefix = f"{svc.meta.namespace}/{svc.meta.name}"
+            position = 0
+            for family in _service_families(svc):
+                for svc_port in svc.ports:
+                    name = f"{prefix}:{svc_port.name}" if svc_port.name else prefix
+                    order.append(((family, name, svc_port.protocol), index, position))
+                    position += 1
+        order.sort()
+        self._order = order
+        self._all: tuple[ServicePortPlan, ...] | None = None
+
+    def family(self, family: IPFamily) -> Iterator[ServicePortPlan]:
+        """The ports of `family` in order, planning services as they are reached."""
+        entry = self._entry
+        for key, index, position in self._order:
+            if key[0] == family:
+                yield entry(index).ordered[position][1]
+
+    def all(self) -> tuple[ServicePortPlan, ...]:
+        """Every port in order; the first call also stores this round in the cache."""
+        if self._all is None:
+            entry = self._entry
+            self._all = tuple(entry(index).ordered[position][1] for _, index, position in self._order)
+            entries = [entry(index) for index in range(len(self._services))]
+            self._cache._services = {(e.service.meta.namespace, e.service.meta.name): e for e in entries}
+            self._cache.replanned = tuple(
+                svc.meta.key for index, svc in enumerate(self._services) if index in self._replanned
+            )
+        return self._all
+
+    def _entry(self, index: int) -> _PlannedService:
+        entry = self._entries[index]
+        if entry is not None:
+            return entry
+        svc = self._services[index]
+        key = (svc.meta.namespace, svc.meta.name)
+        slices = tuple(self._slices.get(key, ()))
+        entry = self._previous.get(key)
+        # Tuple equality checks identity before equality, element by element: unchanged slices are free.
+        if entry is None or not ((svc is entry.service or svc == entry.service) and slices == entry.slices):
+            entry = _planned(svc, slices, self._node)
+            self._replanned.add(index)
+        self._entries[index] = entry
+        return entry
 
 
-def _plan_service(svc: Service, slices: tuple[EndpointSlice, ...], node: Node) -> tuple[ServicePortPlan, ...]:
-    ports: list[ServicePortPlan] = []
-    for family in ("IPv4", "IPv6"):
-        cluster_ip = next((ip for ip in svc.cluster_ips if ip_family(ip) == family), None)
-        if cluster_ip is None:
-            continue
-        for svc_port in svc.ports:
-            ports.append(_plan_service_port(svc, svc_port, family, cluster_ip, slices, node))
-    return tuple(ports)
+def _service_families(svc: Service) -> tuple[IPFamily, ...]:
+    """The families the service has a cluster IP of, in the order its port plans are made."""
+    return tuple(f for f in ("IPv4", "IPv6") if any(ip_family(ip) == f for ip in svc.cluster_ips))
 
 
 def plan_node(cluster: Cluster, node_name: str, cache: PlanCache | None = None) -> NodePlan:
@@ -254,13 +230,23 @@ def plan_node(cluster: Cluster, node_name: str, cache: PlanCache | None = None) 
     With a `cache` (one per node, kept between calls) only services whose objects changed are planned
     again; the result is the same as without it.
     """
+    facts, ports = plan_node_lazily(cluster, node_name, cache)
+    return replace(facts, service_ports=ports.all())
+
+
+def plan_node_lazily(
+    cluster: Cluster, node_name: str, cache: PlanCache | None = None
+) -> tuple[NodePlan, LazyPortPlans]:
+    """The node's plan without its service ports (node and configuration facts only), and those ports
+    planned on demand (see LazyPortPlans); `replace(facts, service_ports=ports.all())` is plan_node's
+    result. Raises UnknownNodeError if the cluster has no such node."""
     node = next((n for n in cluster.nodes if n.meta.name == node_name), None)
     if node is None:
         raise UnknownNodeError(f"node {node_name!r} is not in the cluster")
     config = cluster.proxy_config
-    ports = (cache if cache is not None else PlanCache()).service_ports(cluster, node)
+    ports = (cache if cache is not None else PlanCache()).lazy_service_ports(cluster, node)
     cluster_cidrs = tuple(c.strip() for c in config.cluster_cidr.split(",") if c.strip())
-    return NodePlan(
+    facts = NodePlan(
         node_name=node.meta.name,
         node_ips=node.internal_ips,
         labels=dict(node.meta.labels),
@@ -272,8 +258,9 @@ def plan_node(cluster: Cluster, node_name: str, cache: PlanCache | None = None) 
         node_port_addresses=config.node_port_addresses,
         masquerade_all=config.masquerade_all,
         masquerade_bit=config.masquerade_bit,
-        service_ports=ports,
+        service_ports=(),
     )
+    return facts, ports
 
 
 def _local_interface(config: KubeProxyConfiguration) -> str:
@@ -292,92 +279,3 @@ def _local_cidrs(
     if config.detect_local_mode == "NodeCIDR":
         return node.pod_cidrs
     return ()
-
-
-def _plan_service_port(
-    svc: Service,
-    svc_port: ServicePort,
-    family: IPFamily,
-    cluster_ip: str,
-    slices: Sequence[EndpointSlice],
-    node: Node,
-) -> ServicePortPlan:
-    external_ips = tuple(ip for ip in svc.external_ips if ip_family(ip) == family)
-    lb_ips = tuple(
-        ing.ip
-        for ing in svc.load_balancer_ingress
-        if ing.ip and ing.ip_mode != "Proxy" and ip_family(ing.ip) == family
-    )
-    source_ranges = tuple(
-        str(ipaddress.ip_network(r.strip(), strict=False))
-        for r in svc.load_balancer_source_ranges
-        if r.strip() and ip_family(r) == family
-    )
-    external_type = svc.type in ("NodePort", "LoadBalancer")
-    etp_local = external_type and svc.external_traffic_policy == "Local"
-    health_port = svc.health_check_node_port if svc.type == "LoadBalancer" and etp_local else None
-    endpoints = _endpoints_for_port(svc_port, family, slices, node.meta.name)
-    draft = ServicePortPlan(
-        namespace=svc.meta.namespace,
-        name=svc.meta.name,
-        port_name=svc_port.name,
-        protocol=svc_port.protocol,
-        family=family,
-        cluster_ip=cluster_ip,
-        port=svc_port.port,
-        node_port=svc_port.node_port or None,
-        external_ips=external_ips,
-        load_balancer_ips=lb_ips,
-        load_balancer_source_ranges=source_ranges,
-        affinity_timeout=svc.session_affinity_timeout if svc.session_affinity == "ClientIP" else None,
-        external_policy_local=etp_local,
-        internal_policy_local=svc.internal_traffic_policy == "Local",
-        health_check_node_port=health_port or None,
-        endpoints=endpoints,
-        categories=EndpointCategories(cluster=(), local=(), reachable=(), has_any=False),
-    )
-    categories = categorize_endpoints(
-        endpoints,
-        uses_cluster=draft.uses_cluster_endpoints,
-        uses_local=draft.uses_local_endpoints,
-        node_name=node.meta.name,
-        zone=node.zone,
-    )
-    return replace(draft, categories=categories)
-
-
-def _endpoints_for_port(
-    svc_port: ServicePort, family: IPFamily, slices: Sequence[EndpointSlice], node_name: str
-) -> tuple[EndpointPlan, ...]:
-    """The endpoints of the slices' port with the same name and protocol, deduplicated by `ip:port`.
-
-    A duplicate keeps the local copy if one exists (kube-proxy's tie-break); slices of the other address
-    type and ports without a number are ignored.
-    """
-    by_address: dict[str, EndpointPlan] = {}
-    for eps in slices:
-        if eps.address_type != family:
-            continue
-        for ep_port in eps.ports:
-            if ep_port.name != svc_port.name or ep_port.protocol != svc_port.protocol or not ep_port.port:
-                continue
-            for ep in eps.endpoints:
-                if not ep.addresses:
-                    continue
-                conditions = ep.conditions
-                is_local = ep.node_name == node_name
-                hints = ep.hints
-                plan = EndpointPlan(
-                    ep.addresses[0],
-                    ep_port.port,
-                    ep.node_name,
-                    is_local,
-                    conditions.ready is not False,
-                    conditions.serving is not False,
-                    conditions.terminating is True,
-                    frozenset(hints.for_zones) if hints else NO_HINTS,
-                    frozenset(hints.for_nodes) if hints else NO_HINTS,
-                )
-                if plan.address not in by_address or is_local:
-                    by_address[plan.address] = plan
-    return tuple(by_address[a] for a in sorted(by_address))

@@ -16,9 +16,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent / "unit"))
 from proxy_builders import make_cluster, make_endpoint, make_service, make_slice  # noqa: E402
 
-from kubeplane.model.objects import Cluster  # noqa: E402
+from kubeplane.model.objects import Cluster, Service  # noqa: E402
 from kubeplane.netns.nsfs import create_netns, remove_netns  # noqa: E402
 from kubeplane.netns.run import run_in_netns  # noqa: E402
+from kubeplane.proxy import plan as plan_module  # noqa: E402
 from kubeplane.proxy.iptables.chains import endpoint_chain, service_chain  # noqa: E402
 from kubeplane.proxy.iptables.partial import ORDER_FREE_CHAINS  # noqa: E402
 from kubeplane.proxy.iptables.proxier import IptablesProxier  # noqa: E402
@@ -184,3 +185,44 @@ def test_canary_is_checked_at_most_once_per_canary_period(netns: str) -> None:
     assert not proxier.sync(cluster).full
     now[0] = 11.0
     assert proxier.sync(cluster).full
+
+
+@pytest.mark.parametrize("backend", list(IptablesBackend))
+def test_first_sync_deletes_chains_an_earlier_run_left_and_restores_flushed_jumps(
+    netns: str, backend: IptablesBackend
+) -> None:
+    earlier = IptablesProxier(netns, "node-a", backend=backend)
+    assert earlier.sync(_cluster({"a": ("10.244.1.1",), "b": ("10.244.1.2",)})).ok
+    run_in_netns(netns, [f"iptables-{backend.value}", "-t", "nat", "-F", "PREROUTING"])
+    result = IptablesProxier(netns, "node-a", backend=backend).sync(_cluster({"a": ("10.244.1.1",)}))
+    assert result.ok and result.full and result.deleted_chains == 2
+    chains = _nat_chains(netns, backend)
+    assert service_chain("ns1/b:p80", "tcp") not in chains
+    assert endpoint_chain("ns1/b:p80", "tcp", "10.244.1.2:80") not in chains
+    assert service_chain("ns1/a:p80", "tcp") in chains
+    saved = run_in_netns(netns, [f"iptables-{backend.value}-save", "-t", "nat"])
+    assert (
+        saved.count('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES') == 1
+    )
+
+
+def test_a_planning_error_while_the_restore_runs_applies_nothing(
+    netns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxier = IptablesProxier(netns, "node-a")
+    assert proxier.sync(_cluster({"a": ("10.244.1.1",)})).ok
+    before = run_in_netns(netns, ["iptables-nft-save", "-t", "nat"])
+
+    def failing(svc: Service, *args: object) -> object:
+        raise RuntimeError(f"cannot plan {svc.meta.name}")
+
+    monkeypatch.setattr(plan_module, "_planned", failing)
+    proxier.request_full_sync()
+    with pytest.raises(RuntimeError, match="cannot plan b"):
+        proxier.sync(_cluster({"b": ("10.244.1.2",)}))
+    after = run_in_netns(netns, ["iptables-nft-save", "-t", "nat"])
+    assert _without_comments(after) == _without_comments(before)
+
+
+def _without_comments(saved: str) -> list[str]:
+    return [line for line in saved.splitlines() if not line.startswith("#")]

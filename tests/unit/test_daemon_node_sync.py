@@ -171,3 +171,37 @@ async def test_rule_counts_are_taken_from_last_rules_at_scrape_time() -> None:
         assert 'kubeproxy_sync_proxy_rules_iptables_total{node="n1",table="filter"} 0.0' in text
     finally:
         await loop.stop()
+
+
+async def test_wait_sync_started_returns_while_that_sync_is_still_running() -> None:
+    store = ClusterStore(_cluster("web"))
+    proxier = RecordingProxier()
+    loop = _loop(store, proxier)
+    loop.start()
+    try:
+        await loop.wait_synced(store.version, timeout=2)
+        proxier.gate = asyncio.Event()
+        store.replace(_cluster("web", "api"))
+        await asyncio.wait_for(loop.wait_sync_started(store.version), timeout=2)
+        assert loop.started_version == store.version
+        assert loop.synced_version < store.version  # the proxier is still held at its gate
+        proxier.gate.set()
+        await loop.wait_synced(store.version, timeout=2)
+    finally:
+        await loop.stop()
+
+
+async def test_wait_sync_started_waits_for_a_later_version() -> None:
+    store = ClusterStore(_cluster("web"))
+    proxier = RecordingProxier()
+    loop = _loop(store, proxier)
+    loop.start()
+    try:
+        await loop.wait_synced(store.version, timeout=2)
+        waiter = asyncio.create_task(loop.wait_sync_started(store.version + 1))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        store.replace(_cluster("web", "api"))
+        await asyncio.wait_for(waiter, timeout=2)
+    finally:
+        await loop.stop()

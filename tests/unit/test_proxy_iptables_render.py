@@ -260,8 +260,8 @@ def test_partial_render_writes_only_changed_service_chains_and_deletes_stale_one
 def test_streamed_full_restore_holds_the_same_rules_as_the_render() -> None:
     plan = plan_node(kube_proxy_overall_cluster(), "test-node")
     stale_chain = "KUBE-SEP-AAAAAAAAAAAAAAAA"
-    stream = FullRestoreStream(plan, "IPv4", frozenset({stale_chain, "KUBE-SERVICES", "OTHER-CHAIN"}))
-    streamed = grouped("".join(stream.chunks()))
+    stream = FullRestoreStream(plan, "IPv4")
+    streamed = grouped("".join(stream.chunks(frozenset({stale_chain, "KUBE-SERVICES", "OTHER-CHAIN"}))))
     rendered = render_iptables(plan).with_stale_chains([stale_chain])
     expected = grouped(rendered.restore_text("filter") + rendered.restore_text("nat"))
     assert streamed == expected

@@ -8,6 +8,12 @@ shared dispatch chains), and chains no longer used are deleted. Each sync is one
 --noflush` per family, atomic per table. After a successful sync, stale UDP/SCTP conntrack entries are
 cleared (kubeplane.proxy.conntrack).
 
+A full sync streams its restore input (kubeplane.proxy.iptables.stream): restore starts at once and
+parses services while the next ones are planned and rendered, and the iptables-save reads run meanwhile,
+since only the end of each table (stale chains, missing jumps) depends on them. When the full sync is due
+whatever the tables hold (first, after a failure, periodic), even the planning of services is left to the
+stream (kubeplane.proxy.plan.plan_node_lazily), so nothing proportional to the cluster precedes restore.
+
 A change's latency must not grow with the cluster, so a partial sync avoids work proportional to it where
 the result is the same: services are planned through a per-node `PlanCache` (only changed services are
 planned again), only changed ports are rendered, and unchanged shared chains are left out of the restore
@@ -23,10 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 from kubeplane.model.objects import Cluster, IPFamily
@@ -35,11 +40,17 @@ from kubeplane.netns.run import CommandFailed
 from kubeplane.proxy.conntrack import PROTOCOL_NUMBERS, clear_stale_entries_async, stale_targets
 from kubeplane.proxy.iptables.chains import KUBE_PROXY_CANARY
 from kubeplane.proxy.iptables.partial import PartialRestore, changed_ports, partial_restore
-from kubeplane.proxy.iptables.render import RenderedRuleset, jump_rules, node_context, render_iptables
+from kubeplane.proxy.iptables.render import (
+    JumpRule,
+    RenderedRuleset,
+    jump_rules,
+    node_context,
+    render_iptables,
+)
 from kubeplane.proxy.iptables.service_rules import NodeContext
 from kubeplane.proxy.iptables.stream import FullRestoreStream
 from kubeplane.proxy.iptables.tools import DEFAULT_BACKEND, IptablesBackend, IptablesTools
-from kubeplane.proxy.plan import NodePlan, PlanCache, ServicePortPlan, plan_node
+from kubeplane.proxy.plan import NodePlan, PlanCache, ServicePortPlan, plan_node_lazily
 
 log = logging.getLogger(__name__)
 
@@ -124,26 +135,34 @@ class IptablesProxier:
 
     async def _sync(self, cluster: Cluster) -> SyncResult:
         started = time.perf_counter()
-        plan = plan_node(cluster, self.node_name, self._plans)
-        families: tuple[IPFamily, ...] = ("IPv4", "IPv6") if self._uses_ipv6(plan) else ("IPv4",)
-        full = await self._full_sync_due(families)
+        facts, lazy_ports = plan_node_lazily(cluster, self.node_name, self._plans)
+        # A full sync due whatever the tables hold streams IPv4 while its services are being planned, so
+        # restore starts at once; otherwise the whole plan comes first (a partial sync diffs it, and the
+        # canary check needs its families).
+        streamed = self._full_sync_forced()
+        plan = None if streamed else replace(facts, service_ports=lazy_ports.all())
+        full = streamed or await self._full_sync_due(self._families(plan or facts))
         changed = deleted = 0
         try:
             if full and self._last_full is None:
                 await self._enable_localhost_node_ports()
-            for family in families:
+            if streamed:
+                changed, deleted = await self._full_sync_family(facts, "IPv4", lazy_ports.family("IPv4"))
+            plan = plan or replace(facts, service_ports=lazy_ports.all())
+            for family in self._families(plan)[1 if streamed else 0 :]:
                 family_changed, family_deleted, family_full = await self._sync_family(plan, family, full)
                 full = full or family_full
                 changed += family_changed
                 deleted += family_deleted
         except (CommandFailed, OSError) as err:
+            plan = plan or replace(facts, service_ports=lazy_ports.all())
             self._needs_full = True
             log.error("iptables sync failed node=%s full=%s error=%s", self.node_name, full, err)
             return SyncResult(
                 node=self.node_name,
                 ok=False,
                 full=full,
-                families=families,
+                families=self._families(plan),
                 changed_service_ports=changed,
                 deleted_chains=deleted,
                 conntrack_deleted=0,
@@ -151,6 +170,7 @@ class IptablesProxier:
                 plan=plan,
                 error=str(err),
             )
+        families = self._families(plan)
         if full:
             self._needs_full = False
             self._last_full = self._canary_checked = self._clock()
@@ -191,15 +211,20 @@ class IptablesProxier:
             self._rules_cache = (plan, text)
         return self._rules_cache[1]
 
-    def _uses_ipv6(self, plan: NodePlan) -> bool:
-        return bool(plan.ports_for("IPv6")) or "IPv6" in self._applied
+    def _families(self, plan: NodePlan) -> tuple[IPFamily, ...]:
+        if plan.ports_for("IPv6") or "IPv6" in self._applied:
+            return ("IPv4", "IPv6")
+        return ("IPv4",)
 
-    async def _full_sync_due(self, families: tuple[IPFamily, ...]) -> bool:
+    def _full_sync_forced(self) -> bool:
+        """Whether this sync is full whatever the tables hold: the first, after a failure, or periodic."""
         if self._needs_full or self._last_full is None:
             return True
+        return self._clock() - self._last_full > self.full_sync_period
+
+    async def _full_sync_due(self, families: tuple[IPFamily, ...]) -> bool:
+        """Whether this sync (not forced full) must be full because the canary chain is gone."""
         now = self._clock()
-        if now - self._last_full > self.full_sync_period:
-            return True
         if self._canary_checked is not None and now - self._canary_checked < self.canary_period:
             return False
         self._canary_checked = now
@@ -216,36 +241,55 @@ class IptablesProxier:
 
     async def _sync_family(self, plan: NodePlan, family: IPFamily, full: bool) -> tuple[int, int, bool]:
         """Apply one family; returns (service ports written, chains deleted, whether it was a full sync)."""
-        tools = self._tools(family)
         applied = self._applied.get(family)
         ports = plan.ports_for(family)
         context = node_context(plan, family)
-        skeleton = render_iptables(replace(plan, service_ports=()), family)
         full = full or applied is None or applied.context != context
         if full or applied is None:
-            stream = await self._full_stream(tools, plan, family)
-            await tools.restore_stream_async(itertools.chain(stream.chunks(), [CANARY_TEXT]))
-            active, stale = frozenset(stream.active_nat_chains), set(stream.stale_chains)
-            self._applied[family] = _AppliedFamily(ports, active, context, skeleton)
-            return len(ports), len(stale), True
+            return (*await self._full_sync_family(plan, family), True)
+        skeleton = render_iptables(replace(plan, service_ports=()), family)
         changed_ids = changed_ports(applied.ports, ports)
         partial = partial_restore(
             ports, changed_ids, context, skeleton, applied.partial, applied.active_nat_chains
         )
         if partial.text:
-            await tools.restore_async(partial.text)
+            await self._tools(family).restore_async(partial.text)
         self._applied[family] = _AppliedFamily(ports, partial.active_nat_chains, context, skeleton, partial)
         return len(changed_ids), len(partial.stale_chains), False
 
-    @staticmethod
-    async def _full_stream(tools: IptablesTools, plan: NodePlan, family: IPFamily) -> FullRestoreStream:
-        """What a full sync writes: kube-proxy reads iptables-save first to find missing jump rules and
-        stale service chains (ours may have been flushed by someone, or left by an earlier run)."""
-        nat_saved, filter_saved = await asyncio.gather(tools.save_async("nat"), tools.save_async("filter"))
-        existing = frozenset(line[1:].split()[0] for line in nat_saved.splitlines() if line.startswith(":"))
-        present = set(nat_saved.splitlines()) | set(filter_saved.splitlines())
-        missing = tuple(j for j in jump_rules(family) if f"-A {j.chain} {j.spec}" not in present)
-        return FullRestoreStream(plan, family, existing, missing)
+    async def _full_sync_family(
+        self, plan: NodePlan, family: IPFamily, source: Iterable[ServicePortPlan] | None = None
+    ) -> tuple[int, int]:
+        """Rewrite every chain of `family` in one streamed restore; returns (service ports written, chains
+        deleted). The ports are `source` when given (planned as the stream reaches them: `plan` then only
+        gives the node facts), else the plan's. The tables are read with iptables-save while restore
+        already parses the services; only the end of each table depends on what they hold."""
+        tools = self._tools(family)
+        stream = FullRestoreStream(plan, family, source)
+        current = asyncio.ensure_future(_current_tables(tools, family))
+
+        async def chunks() -> AsyncGenerator[str, None]:
+            for chunk in stream.head_chunks():
+                yield chunk
+            existing, missing = await current
+            for chunk in stream.tail_chunks(existing, missing):
+                yield chunk
+            yield CANARY_TEXT
+
+        try:
+            async with contextlib.aclosing(chunks()) as produced:
+                await tools.restore_stream_async(produced)
+        finally:
+            if not current.done():
+                current.cancel()
+            with contextlib.suppress(asyncio.CancelledError, CommandFailed, OSError):
+                await current
+        assert stream.context is not None
+        skeleton = render_iptables(replace(plan, service_ports=()), family)
+        self._applied[family] = _AppliedFamily(
+            tuple(stream.ports), frozenset(stream.active_nat_chains), stream.context, skeleton
+        )
+        return len(stream.ports), len(stream.stale_chains)
 
     async def _enable_localhost_node_ports(self) -> None:
         """kube-proxy sets route_localnet so IPv4 NodePorts answer on 127.0.0.1 (KUBE-FIREWALL guards it)."""
@@ -267,6 +311,18 @@ class IptablesProxier:
             except OSError as err:
                 log.error("conntrack cleanup failed node=%s family=%s error=%s", self.node_name, family, err)
         return deleted
+
+
+async def _current_tables(
+    tools: IptablesTools, family: IPFamily
+) -> tuple[frozenset[str], tuple[JumpRule, ...]]:
+    """The nat chains that exist and the jump rules missing from the built-in chains: kube-proxy reads
+    iptables-save before a full restore to find stale service chains and missing jumps (ours may have been
+    flushed by someone, or left by an earlier run)."""
+    nat_saved, filter_saved = await asyncio.gather(tools.save_async("nat"), tools.save_async("filter"))
+    existing = frozenset(line[1:].split()[0] for line in nat_saved.splitlines() if line.startswith(":"))
+    present = set(nat_saved.splitlines()) | set(filter_saved.splitlines())
+    return existing, tuple(j for j in jump_rules(family) if f"-A {j.chain} {j.spec}" not in present)
 
 
 @contextlib.contextmanager

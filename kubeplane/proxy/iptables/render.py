@@ -235,15 +235,18 @@ def forward_rules(mark: str) -> list[str]:
     ]
 
 
-def node_context(plan: NodePlan, family: IPFamily) -> NodeContext:
+def node_context(plan: NodePlan, family: IPFamily, large_cluster: bool | None = None) -> NodeContext:
     """The node-wide facts every service's own chains depend on: when they change between two syncs, a
-    partial sync would leave unchanged services' chains stale, so the proxier syncs fully instead."""
+    partial sync would leave unchanged services' chains stale, so the proxier syncs fully instead.
+    `large_cluster` None: decided from the endpoint count of the plan's ports of `family`."""
+    if large_cluster is None:
+        large_cluster = sum(len(sp.endpoints) for sp in plan.ports_for(family)) > LARGE_CLUSTER_ENDPOINTS
     return NodeContext(
         node_ip=plan.node_ip(family),
         if_local=plan.if_local(family),
         if_not_local=plan.if_not_local(family),
         masquerade_all=plan.masquerade_all,
-        large_cluster=sum(len(sp.endpoints) for sp in plan.ports_for(family)) > LARGE_CLUSTER_ENDPOINTS,
+        large_cluster=large_cluster,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,9 +62,10 @@ class IptablesTools:
     async def restore_async(self, text: str) -> None:
         await run_in_netns_async(self.netns, self.restore_argv(), stdin=text)
 
-    async def restore_stream_async(self, chunks: Iterable[str]) -> None:
+    async def restore_stream_async(self, chunks: AsyncIterator[str]) -> None:
         """Feed `chunks` to one iptables-restore as they are produced (see kubeplane.proxy.iptables.stream);
-        raises CommandFailed if it exits non-zero."""
+        raises CommandFailed if it exits non-zero. If producing a chunk raises, restore is killed before
+        it reads a COMMIT it was not meant to, and the error propagates."""
         argv = self.restore_argv()
         proc = await asyncio.create_subprocess_exec(
             *netns_argv(self.netns, argv),
@@ -76,11 +77,19 @@ class IptablesTools:
         _widen_pipe(proc.stdin)
         stderr_task = asyncio.ensure_future(proc.stderr.read())
         try:
-            for chunk in chunks:
+            async for chunk in chunks:
                 proc.stdin.write(chunk.encode())
                 await proc.stdin.drain()
+                # drain() returns without yielding while the pipe has room; yield so that other tasks
+                # (the iptables-save reads a full sync runs meanwhile) are served between chunks.
+                await asyncio.sleep(0)
         except (BrokenPipeError, ConnectionResetError):
             pass  # restore gave up early; its exit status and stderr say why
+        except BaseException:
+            proc.kill()
+            await asyncio.shield(proc.wait())
+            stderr_task.cancel()
+            raise
         finally:
             proc.stdin.close()
         returncode = await proc.wait()
