@@ -43,7 +43,7 @@ from kubeplane.proxy.ipvs.netlink import IpvsNetlink, IpvsUnavailable
 from kubeplane.proxy.ipvs.operations import KernelRealServer, KernelVirtualService
 from kubeplane.proxy.ipvs.reconcile import DrainingRealServer, plan_ipvs_changes
 from kubeplane.proxy.ipvs.state import IpvsState, VirtualServerKey
-from kubeplane.proxy.plan import NodePlan, plan_node
+from kubeplane.proxy.plan import NodePlan, PlanCache, plan_node
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class IpvsProxier:
         self._ipsets: CurrentSets | None = None
         self._bound: set[str] | None = None
         self._plan: NodePlan | None = None
+        self._plans = PlanCache()  # only services whose objects changed are planned again
 
     @property
     def last_plan(self) -> NodePlan | None:
@@ -132,7 +133,7 @@ class IpvsProxier:
         """Plan the node from `cluster` and reconcile the namespace with it. Failures are reported in the
         result; IpvsUnavailable (no IPVS in this kernel) and UnknownNodeError are raised."""
         started = time.perf_counter()
-        plan = plan_node(cluster, self.node_name)
+        plan = plan_node(cluster, self.node_name, self._plans)
         families: tuple[IPFamily, ...] = ("IPv4", "IPv6") if plan.ports_for("IPv6") else ("IPv4",)
         now = self._clock()
         full = self._last_full is None or now - self._last_full >= self.full_sync_period
