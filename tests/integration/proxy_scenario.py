@@ -27,6 +27,7 @@ from kubeplane.model.objects import (  # noqa: E402
 from kubeplane.netns.demo_cluster import demo_node, demo_pod  # noqa: E402
 from kubeplane.netns.lab import Lab  # noqa: E402
 from kubeplane.netns.nsfs import in_netns  # noqa: E402
+from kubeplane.proxy.iptables.proxier import NodeProxiers  # noqa: E402
 from kubeplane.testing import skip_unless_root, unique_lab_name  # noqa: E402
 
 NODE_IPS = {"node-1": "198.51.100.2", "node-2": "198.51.100.3", "node-3": "198.51.100.4"}
@@ -124,6 +125,17 @@ def scenario_lab(cluster: Cluster, ready_timeout: float) -> Iterator[Lab]:
         yield made
     finally:
         made.down()
+
+
+def iptables_proxiers(lab: Lab) -> NodeProxiers:
+    """One iptables proxier per scenario node, each in its node's namespace."""
+    return NodeProxiers({node: lab.node_netns(node) for node in NODE_IPS})
+
+
+def sync_iptables(proxiers: NodeProxiers, cluster: Cluster) -> None:
+    """Sync every node and fail the test with each node's error if any sync failed."""
+    results = proxiers.sync(cluster)
+    assert all(r.ok for r in results.values()), {n: r.error for n, r in results.items()}
 
 
 def get(lab: Lab, target: str, ip: str, port: int, timeout: float = 3.0) -> dict[str, object]:

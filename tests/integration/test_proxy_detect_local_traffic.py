@@ -17,7 +17,19 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from proxy_scenario import CLIENT, CLIENT_IP, COMMON_SERVICES, NODE_IPS, get, scenario_cluster, scenario_lab  # noqa: E402
+from proxy_scenario import (  # noqa: E402
+    CLIENT,
+    CLIENT_IP,
+    COMMON_SERVICES,
+    NODE_IPS,
+    get,
+    iptables_proxiers,
+    scenario_cluster,
+    scenario_lab,
+)
+from proxy_scenario import (
+    sync_iptables as sync,
+)
 
 from kubeplane.model.objects import Cluster, KubeProxyConfiguration  # noqa: E402
 from kubeplane.netns.lab import Lab  # noqa: E402
@@ -42,12 +54,7 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def proxiers(lab: Lab) -> NodeProxiers:
-    return NodeProxiers({node: lab.node_netns(node) for node in NODE_IPS})
-
-
-def sync(proxiers: NodeProxiers, cluster: Cluster) -> None:
-    results = proxiers.sync(cluster)
-    assert all(r.ok for r in results.values()), {n: r.error for n, r in results.items()}
+    return iptables_proxiers(lab)
 
 
 def client_address(lab: Lab, source: str, service_ip: str) -> str:

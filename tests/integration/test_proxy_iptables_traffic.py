@@ -29,12 +29,16 @@ from proxy_scenario import (  # noqa: E402
     curl_from,
     eps,
     get,
+    iptables_proxiers,
     make_endpoint,
     make_slice,
     scenario_cluster,
     scenario_lab,
     svc,
     udp_from_fixed_port,
+)
+from proxy_scenario import (
+    sync_iptables as sync,
 )
 
 from kubeplane.model.objects import Cluster, KubeProxyConfiguration  # noqa: E402
@@ -65,12 +69,7 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def proxiers(lab: Lab) -> NodeProxiers:
-    return NodeProxiers({node: lab.node_netns(node) for node in NODE_IPS})
-
-
-def sync(proxiers: NodeProxiers, cluster: Cluster) -> None:
-    results = proxiers.sync(cluster)
-    assert all(r.ok for r in results.values()), {n: r.error for n, r in results.items()}
+    return iptables_proxiers(lab)
 
 
 def test_cluster_ip_spreads_over_all_endpoints(lab: Lab, proxiers: NodeProxiers) -> None:

@@ -17,7 +17,8 @@ from proxy_builders import make_cluster, make_endpoint, make_node, make_service,
 
 from kubeplane.model.objects import Cluster, LoadBalancerIngress, ServicePort
 from kubeplane.proxy.iptables.chains import endpoint_chain, external_chain, service_chain
-from kubeplane.proxy.iptables.render import changed_service_ports, render_iptables
+from kubeplane.proxy.iptables.partial import changed_ports
+from kubeplane.proxy.iptables.render import render_iptables
 from kubeplane.proxy.iptables.service_rules import probability
 from kubeplane.proxy.iptables.stream import FullRestoreStream
 from kubeplane.proxy.plan import plan_node
@@ -240,7 +241,7 @@ def test_partial_render_writes_only_changed_service_chains_and_deletes_stale_one
         (before.endpoint_slices[0], make_slice("b", (make_endpoint("10.244.1.3", "node-a"),))),
     )
     old, new = plan_node(before, "node-a"), plan_node(after, "node-a")
-    changed = changed_service_ports(old.service_ports, new.service_ports)
+    changed = changed_ports(old.service_ports, new.service_ports)
     stale = render_iptables(old).active_nat_chains - render_iptables(new).active_nat_chains
     partial = render_iptables(new, changed=changed, stale_chains=stale)
     old_sep_b = endpoint_chain("ns1/b:p80", "tcp", "10.244.1.2:80")

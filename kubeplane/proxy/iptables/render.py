@@ -30,7 +30,7 @@ from kubeplane.proxy.iptables.chains import (
     KUBELET_FIREWALL,
 )
 from kubeplane.proxy.iptables.service_rules import NodeContext, RuleBuffers, write_service_port
-from kubeplane.proxy.plan import NodePlan, ServicePortPlan, ip_family
+from kubeplane.proxy.plan import NodePlan, ip_family
 
 LARGE_CLUSTER_ENDPOINTS = 1000
 BUILTIN_CHAINS = {
@@ -285,12 +285,3 @@ def node_port_ips(plan: NodePlan, family: IPFamily) -> list[str]:
 
 def lines_text(lines: list[str]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
-
-
-def changed_service_ports(
-    previous: tuple[ServicePortPlan, ...], current: tuple[ServicePortPlan, ...]
-) -> set[tuple[str, str, IPFamily]]:
-    """Identities of service ports that are new or whose plan differs (removed ones need no rewrite:
-    their chains become stale and are deleted)."""
-    before = {sp.identity: sp for sp in previous}
-    return {sp.identity for sp in current if before.get(sp.identity) != sp}
