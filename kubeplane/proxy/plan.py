@@ -129,12 +129,21 @@ class PlanCache:
         self._node: Node | None = None
         self._config: KubeProxyConfiguration | None = None
         self._services: dict[tuple[str, str], _PlannedService] = {}
+        self._ordering: PortOrdering | None = None
         self.replanned: tuple[str, ...] = ()
 
     def service_ports(self, cluster: Cluster, node: Node) -> tuple[ServicePortPlan, ...]:
         """Every proxied service port of `cluster` on `node`, sorted by (family, name, protocol);
         `replanned` then lists the keys of the services that were planned afresh."""
         return self.lazy_service_ports(cluster, node).all()
+
+    def ordering(self, services: tuple[Service, ...]) -> PortOrdering:
+        """The proxied services and their ports' order, kept while the cluster's services are the same
+        (a tuple comparison that stops at identity for each unchanged Service: an endpoint change costs
+        no sorting)."""
+        if self._ordering is None or self._ordering.services != services:
+            self._ordering = _port_ordering(services)
+        return self._ordering
 
     def lazy_service_ports(self, cluster: Cluster, node: Node) -> LazyPortPlans:
         """The same ports as `service_ports`, each service planned only when its first port is read."""
@@ -164,24 +173,11 @@ class LazyPortPlans:
             service_name = eps.service_name
             if service_name is not None:
                 self._slices.setdefault((eps.meta.namespace, service_name), []).append(eps)
-        self._services = tuple(
-            svc
-            for svc in cluster.services
-            if not (svc.headless or svc.type == "ExternalName" or not svc.cluster_ips)
-        )
+        ordering = cache.ordering(cluster.services)
+        self._services = ordering.proxied
+        self._order = ordering.order
         self._entries: list[_PlannedService | None] = [None] * len(self._services)
         self._replanned: set[int] = set()
-        order: list[tuple[tuple[str, str, str], int, int]] = []
-        for index, svc in enumerate(self._services):
-            prefix = f"{svc.meta.namespace}/{svc.meta.name}"
-            position = 0
-            for family in _service_families(svc):
-                for svc_port in svc.ports:
-                    name = f"{prefix}:{svc_port.name}" if svc_port.name else prefix
-                    order.append(((family, name, svc_port.protocol), index, position))
-                    position += 1
-        order.sort()
-        self._order = order
         self._all: tuple[ServicePortPlan, ...] | None = None
 
     def family(self, family: IPFamily) -> Iterator[ServicePortPlan]:
@@ -217,6 +213,32 @@ class LazyPortPlans:
             self._replanned.add(index)
         self._entries[index] = entry
         return entry
+
+
+@dataclass(frozen=True)
+class PortOrdering:
+    """Of a cluster's `services`, those the proxy serves (`proxied`) and every port of theirs as
+    ((family, name, protocol), index in `proxied`, position in that service's plans), sorted."""
+
+    services: tuple[Service, ...]
+    proxied: tuple[Service, ...]
+    order: tuple[tuple[tuple[str, str, str], int, int], ...]
+
+
+def _port_ordering(services: tuple[Service, ...]) -> PortOrdering:
+    proxied = tuple(
+        svc for svc in services if not (svc.headless or svc.type == "ExternalName" or not svc.cluster_ips)
+    )
+    order: list[tuple[tuple[str, str, str], int, int]] = []
+    for index, svc in enumerate(proxied):
+        prefix = f"{svc.meta.namespace}/{svc.meta.name}"
+        position = 0
+        for family in _service_families(svc):
+            for svc_port in svc.ports:
+                name = f"{prefix}:{svc_port.name}" if svc_port.name else prefix
+                order.append(((family, name, svc_port.protocol), index, position))
+                position += 1
+    return PortOrdering(services, proxied, tuple(sorted(order)))
 
 
 def _service_families(svc: Service) -> tuple[IPFamily, ...]:

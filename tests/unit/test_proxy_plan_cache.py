@@ -131,3 +131,17 @@ def test_store_reuses_unchanged_instances_so_the_cache_compares_by_identity() ->
     assert second.endpoint_slices[0] is not first.endpoint_slices[0]
     assert second.nodes[0] is first.nodes[0] and second.proxy_config is first.proxy_config
     assert second == _cluster(web_ip="10.244.1.9")
+
+
+def test_port_order_is_reused_while_the_services_are_the_same_and_redone_when_one_is_added() -> None:
+    before = _cluster()
+    cache = _warm(before)
+    ordering = cache.ordering(before.services)
+    slices_changed = replace(_cluster(web_ip="10.244.1.9"), services=before.services)
+    plan_node(slices_changed, "node-a", cache)
+    assert cache.ordering(before.services) is ordering
+    added = make_service("api", "10.96.0.13")
+    grown = replace(before, services=(added, *before.services))
+    plan = plan_node(grown, "node-a", cache)
+    assert [sp.name for sp in plan.service_ports] == ["api", "cache", "db", "web"]
+    assert plan == plan_node(grown, "node-a")
