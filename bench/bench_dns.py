@@ -22,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from kubeplane.model.objects import (  # noqa: E402
     Service,
     ServicePort,
 )
+from kubeplane.testing import free_port  # noqa: E402
 
 NAMESPACES = 5
 SERVICES_PER_NAMESPACE = 20
@@ -215,21 +215,6 @@ def wait_until_answering(port: int, process: subprocess.Popen[bytes], timeout: f
             return
         time.sleep(0.2)
     raise RuntimeError(f"server on port {port} did not answer within {timeout}s")
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free loopback port")
 
 
 @dataclass(frozen=True)

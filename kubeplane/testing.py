@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import string
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,21 @@ _NAME_ALPHABET = string.ascii_lowercase + string.digits
 def unique_lab_name() -> str:
     """`t` plus six random [a-z0-9] characters: a valid lab name no other run will pick."""
     return "t" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(6))
+
+
+def free_port() -> int:
+    """A loopback port free for both UDP and TCP right now (for a DNS server under test)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise OSError("no free loopback port")
 
 
 def skip_unless_root() -> None:

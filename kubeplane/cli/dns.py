@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import dnslib
 import typer
 
+from kubeplane.daemon.cluster_dns import follow_store_for_dns
 from kubeplane.dns.forward import UpstreamAddressError, parse_upstream
 from kubeplane.dns.lookup import REFUSED, lookup
 from kubeplane.dns.server import DnsServer
@@ -19,7 +20,6 @@ from kubeplane.dns.wire import pack_reply
 from kubeplane.dns.zone import build_zone
 from kubeplane.loader import load_cluster
 from kubeplane.model.errors import ManifestErrors
-from kubeplane.model.objects import KubeObject
 from kubeplane.sources.manifests import ManifestSource
 from kubeplane.store import ClusterStore
 
@@ -90,7 +90,7 @@ def _manifests_feed(file: Path, store: ClusterStore) -> Coroutine[Any, Any, None
 def _api_feed(kubeconfig: Path, context: str | None, store: ClusterStore) -> Coroutine[Any, Any, None]:
     """List+watch the API server of KUBECONFIG into `store`; the zone is empty until the first list is in."""
     from kubeplane.sources.kubeconfig import KubeconfigError, load_kubeconfig  # aiohttp: only when needed
-    from kubeplane.sources.kubernetes import CORE_RESOURCES, KubernetesSource, assemble_cluster
+    from kubeplane.sources.kubernetes import CORE_RESOURCES, KubernetesSource, store_publisher
 
     try:
         credentials = load_kubeconfig(kubeconfig, context)
@@ -98,12 +98,7 @@ def _api_feed(kubeconfig: Path, context: str | None, store: ClusterStore) -> Cor
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     resources = tuple(r for r in CORE_RESOURCES if r.kind != "Node")  # DNS needs no nodes
-
-    def publish(objects: tuple[KubeObject, ...]) -> None:
-        store.replace(assemble_cluster(objects))
-
-    source = KubernetesSource(credentials, publish, resources)
-    return source.run()
+    return KubernetesSource(credentials, store_publisher(store), resources).run()
 
 
 def query(
@@ -151,14 +146,11 @@ async def _serve(
     keep the last good zone."""
     server = DnsServer(store.cluster, upstreams=upstreams)
     await server.start(host, port)
-    changes = store.subscribe()
-    watcher = asyncio.create_task(feed)
+    watcher = asyncio.create_task(feed)  # runs once the follower below has subscribed
     try:
-        while True:
-            await server.apply(await changes.get())
+        await follow_store_for_dns(store, server, published=lambda _version: None)
     finally:
         watcher.cancel()
-        store.unsubscribe(changes)
         await server.stop()
 
 

@@ -20,7 +20,7 @@ import yaml
 from kubeplane.cli.columns import RESOURCES_BY_NAME, Resource, render_table
 from kubeplane.loader import LoadedCluster, load_cluster
 from kubeplane.model.errors import ManifestErrors
-from kubeplane.model.objects import Cluster, EndpointSlice, KubeObject, Node, Pod, Service
+from kubeplane.model.objects import Cluster, KubeObject
 from kubeplane.model.parse import parse_text
 from kubeplane.model.parse_meta import DEFAULT_NAMESPACE
 from kubeplane.model.serialize import to_list_manifest
@@ -133,6 +133,7 @@ def _all_objects(cluster: Cluster) -> tuple[KubeObject, ...]:
 def _daemon_cluster_or_exit(lab: str) -> Cluster:
     """The objects the running daemon of `lab` serves (already completed by it), read over its API."""
     from kubeplane.daemon.client import DaemonRequestFailed, running_state  # aiohttp: only when needed
+    from kubeplane.sources.kubernetes import assemble_cluster
 
     try:
         state = running_state(lab)
@@ -142,13 +143,7 @@ def _daemon_cluster_or_exit(lab: str) -> Cluster:
     if state is None:
         typer.echo(f"no -f given and no daemon runs for lab {lab!r} (start one: kubeplane up)", err=True)
         raise typer.Exit(1)
-    objects = parse_text(yaml.safe_dump_all(state["items"]), f"daemon of lab {lab}").objects
-    return Cluster(
-        services=tuple(o for o in objects if isinstance(o, Service)),
-        endpoint_slices=tuple(o for o in objects if isinstance(o, EndpointSlice)),
-        pods=tuple(o for o in objects if isinstance(o, Pod)),
-        nodes=tuple(o for o in objects if isinstance(o, Node)),
-    )
+    return assemble_cluster(parse_text(yaml.safe_dump_all(state["items"]), f"daemon of lab {lab}").objects)
 
 
 def _load_or_exit(files: list[Path]) -> LoadedCluster:

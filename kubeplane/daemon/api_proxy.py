@@ -18,20 +18,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeplane.daemon.control import RulesReader, iptables_rules_reader
+from kubeplane.daemon.control import RulesReader, iptables_rules_reader, list_manifest
 from kubeplane.daemon.health import HealthBoard, ProxierHealth, UnknownNode
 from kubeplane.daemon.http import DEFAULT_HOST, ChangeOutcome, ChangesNotAccepted, HttpServer
 from kubeplane.daemon.metrics import ProxyMetrics
 from kubeplane.daemon.node_sync import NodeSyncLoop, SyncPeriods
 from kubeplane.daemon.proxiers import ProxierFactory, ProxyMode
-from kubeplane.model.objects import KubeObject
 from kubeplane.model.serialize import to_manifest
 from kubeplane.netns.names import node_netns
 from kubeplane.netns.nsfs import create_netns, remove_netns
 from kubeplane.proxy.healthcheck import HealthCheckServers
 from kubeplane.sources.kubeconfig import ApiCredentials
-from kubeplane.sources.kubernetes import CORE_RESOURCES, KubernetesSource, WatchedResource, assemble_cluster
-from kubeplane.store import ClusterStore, objects_by_kind
+from kubeplane.sources.kubernetes import CORE_RESOURCES, KubernetesSource, WatchedResource, store_publisher
+from kubeplane.store import ClusterStore
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +80,7 @@ class ReadOnlyApi:
         return await self._read_rules(node)
 
     def state(self) -> Mapping[str, Any]:
-        by_kind = objects_by_kind(self._store.cluster)
-        items = [dict(to_manifest(obj)) for objs in by_kind.values() for obj in objs.values()]
-        metadata = {"resourceVersion": str(self._store.version)}
-        return {"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": items}
+        return list_manifest(self._store, to_manifest)
 
     async def apply(self, manifest_text: str, source_name: str) -> ChangeOutcome:
         raise ChangesNotAccepted("objects come from the API server; change them there")
@@ -114,10 +110,7 @@ async def run_api_proxy(
     health = ProxierHealth(options.node, 2 * options.periods.sync_period)
     board = HealthBoard([health])
 
-    def publish(objects: tuple[KubeObject, ...]) -> None:
-        store.replace(assemble_cluster(objects))
-
-    source = KubernetesSource(credentials, publish, proxy_resources(options.node))
+    source = KubernetesSource(credentials, store_publisher(store), proxy_resources(options.node))
     loop = NodeSyncLoop(
         options.node,
         proxier_factory(options.mode, netns, options.node),

@@ -17,10 +17,27 @@ from kubeplane.daemon.http import ChangeOutcome
 from kubeplane.daemon.metrics import ProxyMetrics
 from kubeplane.model.objects import KubeObject
 from kubeplane.netns.run import run_in_netns_async
-from kubeplane.store import ChangeSet, ObjectChange, objects_by_kind
+from kubeplane.store import ChangeSet, ClusterStore, ObjectChange, objects_by_kind
 
 TextParser = Callable[[str, str], Sequence[KubeObject]]
 Serializer = Callable[[KubeObject], Mapping[str, Any]]
+
+
+def list_manifest(store: ClusterStore, serialize: Serializer) -> Mapping[str, Any]:
+    """The store's snapshot as a `kind: List` of manifests at the store's version, as `/state` serves it."""
+    items = [
+        dict(serialize(obj))
+        for objects in objects_by_kind(store.cluster).values()
+        for obj in objects.values()
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": str(store.version)},
+        "items": items,
+    }
+
+
 RulesReader = Callable[[str], Awaitable[str]]
 
 
@@ -65,14 +82,7 @@ class DaemonApi:
 
     def state(self) -> Mapping[str, Any]:
         """Every served object (derived EndpointSlices included) as a `kind: List` of manifests."""
-        store = self._desired.store
-        items = [
-            dict(self._serialize(obj))
-            for objects in objects_by_kind(store.cluster).values()
-            for obj in objects.values()
-        ]
-        metadata = {"resourceVersion": str(store.version)}
-        return {"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": items}
+        return list_manifest(self._desired.store, self._serialize)
 
     async def apply(self, manifest_text: str, source_name: str) -> ChangeOutcome:
         objects = self._parse_text(manifest_text, source_name)

@@ -148,29 +148,33 @@ def write_sysctl(key: str, value: str) -> None:
     path.write_text(value)
 
 
+def bound_socket(
+    family: int, type: int, addr: tuple[str, int] | None = None, reuse_port: bool = False
+) -> socket.socket:
+    """A non-blocking socket in the calling thread's namespace (bound to `addr` if given; streams are not
+    yet listening). AF_INET6 sockets are IPv6-only: a dual-stack server opens one socket per family, and
+    IPv4 peers keep their plain addresses."""
+    sock = socket.socket(family, type)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if addr is not None:
+            sock.bind(addr)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def open_socket_in_netns(
     netns: str, family: int, type: int, addr: tuple[str, int] | None = None, reuse_port: bool = False
 ) -> socket.socket:
-    """A non-blocking socket that lives in `netns` (bound to `addr` if given; streams are not yet listening).
+    """`bound_socket`, made inside `netns`.
 
     Used by the workload engine and by the daemon's DNS server: the socket can then be served from any event
-    loop in any thread, because a socket keeps the namespace it was created in. AF_INET6 sockets are
-    IPv6-only: a dual-stack server opens one socket per family, and IPv4 peers keep their plain addresses."""
-
-    def make() -> socket.socket:
-        sock = socket.socket(family, type)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if addr is not None:
-                sock.bind(addr)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    return in_netns(netns, make)
+    loop in any thread, because a socket keeps the namespace it was created in."""
+    return in_netns(netns, lambda: bound_socket(family, type, addr, reuse_port))

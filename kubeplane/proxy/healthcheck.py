@@ -18,7 +18,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kubeplane.netns.nsfs import open_socket_in_netns
+from kubeplane.netns.nsfs import bound_socket, open_socket_in_netns
 from kubeplane.proxy.plan import NodePlan
 
 log = logging.getLogger(__name__)
@@ -142,19 +142,9 @@ class HealthCheckServers:
         return servers
 
     def _socket(self, family: int, address: str, port: int) -> socket.socket:
-        if self.netns is not None:
-            return open_socket_in_netns(self.netns, family, socket.SOCK_STREAM, (address, port))
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address, port))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        if self.netns is None:
+            return bound_socket(family, socket.SOCK_STREAM, (address, port))
+        return open_socket_in_netns(self.netns, family, socket.SOCK_STREAM, (address, port))
 
     async def _answer(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -39,6 +39,7 @@ from kubeplane.model.objects import (
 )
 from kubeplane.model.parse import parse_object
 from kubeplane.sources.kubeconfig import ApiCredentials
+from kubeplane.store import ClusterStore
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,15 @@ def assemble_cluster(
         service_cidrs=of(ServiceCIDR),
         proxy_config=proxy_config or KubeProxyConfiguration(),
     )
+
+
+def store_publisher(store: ClusterStore) -> Publisher:
+    """A Publisher that hands each published set of objects to `store` as one snapshot."""
+
+    def publish(objects: tuple[KubeObject, ...]) -> None:
+        store.replace(assemble_cluster(objects))
+
+    return publish
 
 
 def _sort_key(obj: KubeObject) -> str:

@@ -22,7 +22,7 @@ from kubeplane.dns.server import DnsServer
 from kubeplane.model.objects import Cluster, KubeplaneConfiguration
 from kubeplane.netns.nsfs import create_netns, open_socket_in_netns, remove_netns
 from kubeplane.netns.run import run_in_netns
-from kubeplane.testing import unique_lab_name
+from kubeplane.testing import free_port, unique_lab_name
 from tests.unit.test_sources_kubernetes import FakeApiServer, running
 
 pytestmark = pytest.mark.root
@@ -78,21 +78,6 @@ def write_manifests(directory: Path, domain: str = "cluster.local", extra: str =
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "cluster.yaml").write_text(NAMESPACE_AND_WEB.replace("DOMAIN", domain) + extra)
     return directory
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on loopback right now."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free loopback port")
 
 
 def dig(port: int, *args: str) -> str:
