@@ -10,22 +10,17 @@ it once (setns) and makes every upstream socket there; a socket keeps the namesp
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
+from kubeplane.netns.nsfs import enter_netns_fd
+
 log = logging.getLogger(__name__)
 
 SIOCGSKNS = 0x894C  # linux/sockios.h: a new fd for the network namespace of a socket
-CLONE_NEWNET = 0x40000000
-
-
-class NamespaceEntryError(OSError):
-    """The worker thread could not enter the listening socket's network namespace."""
 
 
 class UpstreamSockets:
@@ -45,7 +40,12 @@ class UpstreamSockets:
             os.close(namespace_fd)
             return
         self._namespace_fd = namespace_fd
-        self._executor = ThreadPoolExecutor(1, "dns-upstream", initializer=_enter, initargs=(namespace_fd,))
+        self._executor = ThreadPoolExecutor(
+            1,
+            "dns-upstream",
+            initializer=enter_netns_fd,
+            initargs=(namespace_fd, "of the DNS server's socket"),
+        )
 
     async def open(self, family: int, kind: int) -> socket.socket:
         """A new non-blocking socket of `family` and `kind` (SOCK_DGRAM, SOCK_STREAM)."""
@@ -66,10 +66,3 @@ def _new_socket(family: int, kind: int) -> socket.socket:
     sock = socket.socket(family, kind)
     sock.setblocking(False)
     return sock
-
-
-def _enter(namespace_fd: int) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.setns(namespace_fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise NamespaceEntryError(errno, f"setns into the DNS server's namespace: {os.strerror(errno)}")

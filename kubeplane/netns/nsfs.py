@@ -76,9 +76,14 @@ def _prepare_rundir() -> None:
 def _enter(netns: str) -> None:
     fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _check(_libc.setns(fd, CLONE_NEWNET), "setns", netns)
+        enter_netns_fd(fd, netns)
     finally:
         os.close(fd)
+
+
+def enter_netns_fd(fd: int, what: str) -> None:
+    """Move the calling thread into the network namespace `fd` refers to (`what` names it in errors)."""
+    _check(_libc.setns(fd, CLONE_NEWNET), "setns", what)
 
 
 def _run_on_thread(target: Callable[[], T], name: str) -> T:
